@@ -3,6 +3,7 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod ssh;
 pub mod sysctl;
 
 use crate::check::Check;
@@ -11,6 +12,7 @@ use crate::check::Check;
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(sysctl::checks());
+    all.extend(ssh::checks());
     all
 }
 

@@ -9,6 +9,7 @@
 //! findings in the checks that needed it.
 
 pub mod node;
+pub mod sshd;
 pub mod sysctl;
 
 use std::any::{Any, TypeId};
