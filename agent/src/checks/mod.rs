@@ -3,8 +3,12 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod accounts;
+pub mod file_permissions;
 pub mod ssh;
+pub mod sudo;
 pub mod sysctl;
+pub mod world_writable;
 
 use crate::check::Check;
 
@@ -13,6 +17,10 @@ pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(sysctl::checks());
     all.extend(ssh::checks());
+    all.extend(accounts::checks());
+    all.extend(file_permissions::checks());
+    all.extend(world_writable::checks());
+    all.extend(sudo::checks());
     all
 }
 
