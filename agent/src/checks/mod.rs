@@ -3,6 +3,10 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod kmod;
+pub mod logging;
+pub mod mounts;
+pub mod services;
 pub mod sysctl;
 
 use crate::check::Check;
@@ -11,6 +15,10 @@ use crate::check::Check;
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(sysctl::checks());
+    all.extend(kmod::checks());
+    all.extend(mounts::checks());
+    all.extend(services::checks());
+    all.extend(logging::checks());
     all
 }
 

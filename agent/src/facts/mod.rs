@@ -8,8 +8,14 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod kernel_cmdline;
+pub mod kernel_modules;
+pub mod logging;
+pub mod mounts;
 pub mod node;
+pub mod packages;
 pub mod sysctl;
+pub mod systemd_units;
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
