@@ -5,6 +5,10 @@
 
 pub mod accounts;
 pub mod file_permissions;
+pub mod kmod;
+pub mod logging;
+pub mod mounts;
+pub mod services;
 pub mod ssh;
 pub mod sudo;
 pub mod sysctl;
@@ -21,6 +25,10 @@ pub fn registry() -> Vec<Check> {
     all.extend(file_permissions::checks());
     all.extend(world_writable::checks());
     all.extend(sudo::checks());
+    all.extend(kmod::checks());
+    all.extend(mounts::checks());
+    all.extend(services::checks());
+    all.extend(logging::checks());
     all
 }
 

@@ -9,11 +9,17 @@
 //! findings in the checks that needed it.
 
 pub mod accounts;
+pub mod kernel_cmdline;
+pub mod kernel_modules;
+pub mod logging;
 pub mod login_defs;
+pub mod mounts;
 pub mod node;
+pub mod packages;
 pub mod sshd;
 pub mod sudoers;
 pub mod sysctl;
+pub mod systemd_units;
 pub mod world_writable;
 
 use std::any::{Any, TypeId};
