@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Collector ingest benchmark (release build): N enrolled agents over mTLS on
+# loopback, each envelope carrying a real report of the hardened fixture.
+#   1. maximum sustained ingest into SQLite (200 streams, as fast as acks allow)
+#   2. ack latency at a steady 1,000 envelopes/s from 1,000 concurrent streams,
+#      and the collector's peak RSS with those 1,000 streams open.
+# Usage: bash bench/ingest.sh [seconds per phase, default 15]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-15}
+cargo build --release -q -p kosmos-collector -p kosmos-node-agent -p kosmos-e2e --bins
+bin=target/release
+work=$(mktemp -d /tmp/kna-ingest-XXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+ulimit -n 65536 2>/dev/null || true
+$bin/kosmos-node-agent check --root tests/fixtures/hardened --output json --fail-on none > "$work/report.json"
+
+phase() { # name nodes rate
+  local dir="$work/$1"; mkdir -p "$dir"; : > "$dir/collector.toml"
+  KOSMOS_COLLECTOR_LOG=warn $bin/kosmos-collector --config "$dir/collector.toml" --data-dir "$dir" serve --grpc-listen 127.0.0.1:0 > "$dir/out" &
+  local pid=$!
+  for _ in $(seq 100); do [ -s "$dir/grpc.addr" ] && break; sleep 0.1; done
+  local addr; addr=$(cat "$dir/grpc.addr")
+  echo "== $1: $2 streams, rate ${3/#0/max}, ${secs}s"
+  $bin/kosmos-loadgen --data-dir "$dir" --url "https://$addr" --nodes "$2" --seconds "$secs" --rate "$3" \
+    --report "$work/report.json" --pid "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+phase max-throughput 200 0
+phase steady-1000 1000 1000
