@@ -72,13 +72,18 @@ fn setting(c: &Component, key: &str) -> Result<Option<Setting>, Outcome> {
     c.lookup(key).map(|s| s.cloned()).map_err(|e| Outcome::error(e.to_string()))
 }
 
-/// Judge one key: `judge(value, is_default)` returns pass/fail and an
+/// Not set by a flag or the file (the benchmark's "unset").
+fn unset(provenance_kind: &str) -> bool {
+    matches!(provenance_kind, "default" | "unset")
+}
+
+/// Judge one key: `judge(value, provenance kind)` returns pass/fail and an
 /// optional note.
 fn judge_key(
     facts: &Facts<'_>,
     key: &'static str,
     expected: &'static str,
-    judge: impl Fn(&Value, bool) -> (bool, Option<String>),
+    judge: impl Fn(&Value, &str) -> (bool, Option<String>),
 ) -> Outcome {
     with_kubelet(facts, |c| {
         let s = match setting(c, key) {
@@ -87,7 +92,7 @@ fn judge_key(
         };
         match s {
             Some(s) => {
-                let (ok, note) = judge(&s.value, s.provenance.is_default());
+                let (ok, note) = judge(&s.value, s.provenance.kind());
                 let mut o = Outcome::verdict(ok)
                     .observed(json!({ key: s.value, "provenance": s.provenance.kind() }))
                     .expected(expected)
@@ -98,7 +103,7 @@ fn judge_key(
                 o
             }
             None => {
-                let (ok, note) = judge(&Value::Null, true);
+                let (ok, note) = judge(&Value::Null, "unset");
                 let mut o = Outcome::verdict(ok)
                     .observed(json!({ key: null, "provenance": "unset" }))
                     .expected(expected)
@@ -558,13 +563,24 @@ pub fn checks() -> Vec<Check> {
         .remediation("Set readOnlyPort: 0 in the kubelet config (or --read-only-port=0)")
         .refs([cis_k8s("4.2.4")]),
         Check::new("kubelet.streaming_connection_idle_timeout", "kubelet streaming connection idle timeout is not 0", Severity::Medium, |f, _| {
-            judge_key(f, "streamingConnectionIdleTimeout", "not 0", |v, _| (v.is_null() || !duration_is_zero(&render(v)), None))
+            judge_key(f, "streamingConnectionIdleTimeout", "not 0", |v, k| {
+                if v.is_null() || !duration_is_zero(&render(v)) {
+                    (true, None)
+                } else if k == "file" {
+                    // v1beta1 defaulting replaces a zero duration from the
+                    // file (kubeadm writes `0s`) with 4h0m0s; only the flag
+                    // can really set 0.
+                    (true, Some("0 in the config file means \"use the default\" (4h0m0s) for the kubelet".into()))
+                } else {
+                    (false, None)
+                }
+            })
         })
         .rationale("A zero timeout keeps idle exec/attach/port-forward streams open forever.")
         .remediation("Set streamingConnectionIdleTimeout to a non-zero duration such as 4h0m0s")
         .refs([cis_k8s("4.2.5")]),
         Check::new("kubelet.make_iptables_util_chains", "kubelet manages iptables utility chains", Severity::Low, |f, _| {
-            judge_key(f, "makeIPTablesUtilChains", "true or unset", |v, d| (d || as_bool(v) == Some(true), None))
+            judge_key(f, "makeIPTablesUtilChains", "true or unset", |v, k| (unset(k) || as_bool(v) == Some(true), None))
         })
         .rationale("Letting the kubelet manage its iptables chains keeps pod networking rules consistent with its configuration.")
         .remediation("Set makeIPTablesUtilChains: true (or remove the setting)")
@@ -576,34 +592,58 @@ pub fn checks() -> Vec<Check> {
         .remediation("Remove --hostname-override from the kubelet's command line (unit, drop-ins, environment files)")
         .refs([cis_k8s("4.2.7")]),
         Check::new("kubelet.event_qps", "kubelet event record QPS is not negative", Severity::Low, |f, _| {
-            judge_key(f, "eventRecordQPS", "≥ 0 or unset", |v, d| (d || as_i64(v).is_some_and(|q| q >= 0), None))
+            judge_key(f, "eventRecordQPS", "≥ 0 or unset", |v, k| (unset(k) || as_i64(v).is_some_and(|q| q >= 0), None))
         })
         .rationale("Events are the audit trail of what happens on the node; they must be captured.")
         .remediation("Set eventRecordQPS to 0 or a positive value")
         .refs([cis_k8s("4.2.8")]),
         Check::new("kubelet.tls_cert_and_key", "kubelet serving TLS certificate and key are set", Severity::High, |f, _| {
             with_kubelet(f, |c| {
-                let cert = match path_of(c, "tlsCertFile") { Ok(x) => x, Err(o) => return o };
-                let key = match path_of(c, "tlsPrivateKeyFile") { Ok(x) => x, Err(o) => return o };
-                let bootstrap = match setting(c, "serverTLSBootstrap") { Ok(s) => s, Err(o) => return o };
-                let gate = match setting(c, "featureGates.RotateKubeletServerCertificate") { Ok(s) => s, Err(o) => return o };
-                let boot_on = bootstrap.as_ref().and_then(|s| as_bool(&s.value)) == Some(true)
-                    && gate.as_ref().and_then(|s| as_bool(&s.value)) != Some(false);
+                let cert = match path_of(c, "tlsCertFile") {
+                    Ok(x) => x,
+                    Err(o) => return o,
+                };
+                let key = match path_of(c, "tlsPrivateKeyFile") {
+                    Ok(x) => x,
+                    Err(o) => return o,
+                };
+                let expected = "tlsCertFile and tlsPrivateKeyFile set, or serverTLSBootstrap with server certificate rotation";
                 let mut ev: Vec<_> = cert.iter().chain(key.iter()).map(|(_, e)| e.clone()).collect();
-                ev.extend(bootstrap.iter().map(|s| s.evidence("serverTLSBootstrap")));
-                let observed = json!({
+                let mut observed = json!({
                     "tlsCertFile": cert.as_ref().map(|c| c.0.clone()),
                     "tlsPrivateKeyFile": key.as_ref().map(|k| k.0.clone()),
-                    "serverTLSBootstrap": boot_on,
                 });
-                let expected = "tlsCertFile and tlsPrivateKeyFile set, or serverTLSBootstrap with server certificate rotation";
                 if cert.is_some() && key.is_some() {
-                    Outcome::pass().observed(observed).expected(expected).with_evidence(ev).note("tlsCertFile and tlsPrivateKeyFile are set")
-                } else if boot_on {
-                    Outcome::pass().observed(observed).expected(expected).with_evidence(ev)
+                    return Outcome::pass()
+                        .observed(observed)
+                        .expected(expected)
+                        .with_evidence(ev)
+                        .note("tlsCertFile and tlsPrivateKeyFile are set");
+                }
+                // Only when the files are not both set does bootstrap matter.
+                let bootstrap = match setting(c, "serverTLSBootstrap") {
+                    Ok(s) => s,
+                    Err(o) => return o,
+                };
+                let gate = match setting(c, "featureGates.RotateKubeletServerCertificate") {
+                    Ok(s) => s,
+                    Err(o) => return o,
+                };
+                let boot_on = bootstrap.as_ref().and_then(|s| as_bool(&s.value)) == Some(true)
+                    && gate.as_ref().and_then(|s| as_bool(&s.value)) != Some(false);
+                ev.extend(bootstrap.iter().map(|s| s.evidence("serverTLSBootstrap")));
+                observed["serverTLSBootstrap"] = json!(boot_on);
+                if boot_on {
+                    Outcome::pass()
+                        .observed(observed)
+                        .expected(expected)
+                        .with_evidence(ev)
                         .note("serving certificate obtained by TLS bootstrap (serverTLSBootstrap) and rotated")
                 } else {
-                    Outcome::fail().observed(observed).expected(expected).with_evidence(ev)
+                    Outcome::fail()
+                        .observed(observed)
+                        .expected(expected)
+                        .with_evidence(ev)
                         .note("the kubelet serves a self-signed certificate the API server cannot verify")
                 }
             })
@@ -612,8 +652,8 @@ pub fn checks() -> Vec<Check> {
         .remediation("Set tlsCertFile and tlsPrivateKeyFile, or serverTLSBootstrap: true and approve the kubelet-serving CSRs")
         .refs([cis_k8s("4.2.9")]),
         Check::new("kubelet.rotate_certificates", "kubelet client certificate rotation is not disabled", Severity::Medium, |f, _| {
-            judge_key(f, "rotateCertificates", "true or unset", |v, d| {
-                if d { (true, Some("not set: the benchmark accepts unset (the kubelet's own default is false)".into())) } else { (as_bool(v) == Some(true), None) }
+            judge_key(f, "rotateCertificates", "true or unset", |v, k| {
+                if unset(k) { (true, Some("not set: the benchmark accepts unset (the kubelet's own default is false)".into())) } else { (as_bool(v) == Some(true), None) }
             })
         })
         .rationale("Without rotation the client certificate expires and the node drops out of the cluster, or long-lived credentials linger.")

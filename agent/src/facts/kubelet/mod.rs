@@ -274,7 +274,9 @@ impl Component {
             return Err(FactError::new(format!("the command line is uncertain: {e}")));
         }
         let s = self.settings.get(key);
-        if s.is_some_and(|s| matches!(s.provenance, Provenance::Flag { .. })) {
+        // Flags win; and `--name` keys exist only as flags, so an unusable
+        // config file cannot hide them.
+        if key.starts_with("--") || s.is_some_and(|s| matches!(s.provenance, Provenance::Flag { .. })) {
             return Ok(s);
         }
         if let ConfigState::Failed { error, .. } = &self.config {
