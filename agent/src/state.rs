@@ -52,11 +52,18 @@ impl StateDir {
         Ok(StateDir { path: path.to_path_buf() })
     }
 
+    /// A state directory that may not exist yet (reading only; created by
+    /// [`StateDir::open`] when something is written).
+    pub fn at(path: &Path) -> StateDir {
+        StateDir { path: path.to_path_buf() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Read a JSON state file; `Ok(None)` when it does not exist.
+    /// Read a JSON state file; `Ok(None)` when it (or the directory) does
+    /// not exist.
     pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, String> {
         let p = self.path.join(name);
         let shown = p.display().to_string();
@@ -96,7 +103,8 @@ impl StateDir {
 }
 
 /// Feeds drift detection from the state directory and persists the new
-/// snapshot after the run.
+/// snapshot after the run. The directory is created only when there is a
+/// snapshot to write, so a run on a host without a kubelet leaves no trace.
 #[derive(Debug)]
 pub struct DriftHook {
     /// The state directory, or why this run has none.
@@ -108,7 +116,7 @@ impl DriftHook {
     /// `dir`: the state directory to use, or why there is none (e.g. an
     /// offline root audited without `--state-dir`).
     pub fn new(dir: Result<&Path, String>) -> Self {
-        let dir = dir.and_then(|p| StateDir::open(p).map_err(|e| format!("state directory {}: {e}", p.display())));
+        let dir = dir.map(StateDir::at);
         DriftHook { dir, now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
     }
 }
@@ -132,7 +140,7 @@ impl RunHook for DriftHook {
     fn after_run(&self, facts: &Facts<'_>, _report: &Report) {
         let (Ok(dir), Some(drift)) = (&self.dir, facts.gathered::<KubeletDrift>()) else { return };
         let KubeletDrift::Computed { next, .. } = &*drift else { return };
-        if let Err(e) = dir.write_json(LAST_SNAPSHOT, next) {
+        if let Err(e) = StateDir::open(dir.path()).and_then(|d| d.write_json(LAST_SNAPSHOT, next)) {
             tracing::warn!("cannot save the kubelet snapshot in {}: {e}", dir.path().display());
         }
     }

@@ -64,7 +64,11 @@ fn discovery_evidence(c: &Component, what: &str) -> crate::model::Evidence {
         ConfigState::Loaded { path, drop_ins } => format!("config file {path} with drop-ins {}", drop_ins.join(", ")),
         ConfigState::Failed { path, .. } => format!("config file {path} (unusable)"),
     };
-    crate::model::Evidence::new(source, format!("{what} found via {}; {config}", c.discovery.describe()))
+    let drop_ins = match c.service.as_ref().map(|s| &s.drop_ins) {
+        Some(d) if !d.is_empty() => format!(" with drop-ins {}", d.join(", ")),
+        _ => String::new(),
+    };
+    crate::model::Evidence::new(source, format!("{what} found via {}{drop_ins}; {config}", c.discovery.describe()))
 }
 
 /// The effective setting of a key, or the outcome to return instead.
