@@ -8,9 +8,20 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod accounts;
+pub mod kernel_cmdline;
+pub mod kernel_modules;
 pub mod kubelet;
+pub mod logging;
+pub mod login_defs;
+pub mod mounts;
 pub mod node;
+pub mod packages;
+pub mod sshd;
+pub mod sudoers;
 pub mod sysctl;
+pub mod systemd_units;
+pub mod world_writable;
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;

@@ -25,8 +25,13 @@ use crate::host::Host;
 
 /// Unit directories, most important first (systemd's search order for the
 /// system manager, as far as packages and administrators use it).
-pub const UNIT_DIRS: [&str; 4] =
-    ["/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+pub const UNIT_DIRS: [&str; 5] = [
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 
 /// Unit files and environment files are small.
 pub const UNIT_FILE_LIMIT: u64 = 256 * 1024;
