@@ -1,5 +1,5 @@
 //! Command-line interface: argument parsing and the one-shot commands
-//! (`check`, `checks`, `explain`). `main` only calls [`run`].
+//! (`check`, `checks`, `explain`, `baseline pin`). `main` only calls [`run`].
 //!
 //! Exit codes: 0 ok, 1 a finding at or above `--fail-on` failed (or could not
 //! be decided), 2 usage or configuration error.
@@ -12,10 +12,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::check::Check;
 use crate::checks::registry;
 use crate::engine::{self, RunOptions};
+use crate::facts::Facts;
+use crate::facts::kubelet::drift::build_snapshot;
+use crate::facts::kubelet::{ConfigState, KubeletFacts};
 use crate::host::Host;
 use crate::model::Severity;
 use crate::profile::{DEFAULT_PROFILE, Profile, ProfileError};
 use crate::report::{junit, text};
+use crate::state::{DEFAULT_STATE_DIR, DriftHook, PINNED_SNAPSHOT, StateDir};
 
 /// Exit code when findings breach the threshold.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -51,6 +55,22 @@ pub enum Command {
         /// The check id, e.g. sysctl.kptr_restrict.
         id: String,
     },
+    /// Manage the pinned reference configuration that drift is measured against.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Record the kubelet's current effective configuration as the pinned reference.
+    Pin {
+        /// Read an offline root (image, chroot, mounted disk) instead of this machine.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Where the agent keeps its state (required with --root).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +90,10 @@ pub struct CheckArgs {
     /// Exit 1 when a finding at or above this severity fails or errors ("none" never does).
     #[arg(long, value_name = "SEVERITY", default_value = "high", value_parser = parse_fail_on)]
     pub fail_on: FailOn,
+    /// Where the agent keeps drift state (default /var/lib/kosmos-node-agent on
+    /// the live host; with --root, drift is tracked only when this is given).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +136,8 @@ pub enum CliError {
     UnknownChecks(String),
     #[error("unknown check id {0:?} (see `kosmos-node-agent checks`)")]
     UnknownCheck(String),
+    #[error("baseline: {0}")]
+    Baseline(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -123,11 +149,13 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Check(args) => check(args, &registry),
         Command::Checks { output, profile } => list(output, profile.as_deref(), &registry),
         Command::Explain { id } => explain(&id, &registry),
+        Command::Baseline(BaselineCommand::Pin { root, state_dir }) => pin(root.as_deref(), state_dir.as_deref()),
     }
 }
 
-fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
-    let host = match &args.root {
+/// The host to audit: the live machine, or an offline root.
+fn host_for(root: Option<&std::path::Path>) -> Result<Host, CliError> {
+    Ok(match root {
         None => Host::live(),
         Some(dir) => {
             let shown = dir.display().to_string();
@@ -143,7 +171,49 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
                 Host::offline(dir)
             }
         }
-    };
+    })
+}
+
+/// The state directory of a run, or why it has none: an offline root is
+/// another machine, whose state must not mix with this one's.
+fn state_dir_for(host: &Host, given: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    match given {
+        Some(d) => Ok(d.to_path_buf()),
+        None if host.is_live() => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        None => Err("offline root audited without --state-dir: drift is not tracked".into()),
+    }
+}
+
+fn pin(root: Option<&std::path::Path>, state_dir: Option<&std::path::Path>) -> Result<u8, CliError> {
+    let host = host_for(root)?;
+    let dir = state_dir_for(&host, state_dir).map_err(CliError::Baseline)?;
+    let state =
+        StateDir::open(&dir).map_err(|e| CliError::Baseline(format!("state directory {}: {e}", dir.display())))?;
+    let facts = Facts::new(&host);
+    let k = facts.get::<KubeletFacts>();
+    let Some(c) = &k.kubelet else { return Err(CliError::Baseline(k.not_found_reason())) };
+    if let Some(e) = &c.flags_uncertain {
+        return Err(CliError::Baseline(format!("the kubelet command line is uncertain: {e}")));
+    }
+    if let ConfigState::Failed { error, .. } = &c.config {
+        return Err(CliError::Baseline(format!("the kubelet config file is unusable: {error}")));
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let snap = build_snapshot(c, None, None, &now);
+    state
+        .write_json(PINNED_SNAPSHOT, &snap)
+        .map_err(|e| CliError::Baseline(format!("{}: {e}", dir.join(PINNED_SNAPSHOT).display())))?;
+    write_stdout(&format!(
+        "pinned {} kubelet configuration keys ({}) to {}\n",
+        snap.entries.len(),
+        c.discovery.describe(),
+        dir.join(PINNED_SNAPSHOT).display()
+    ))?;
+    Ok(0)
+}
+
+fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
+    let host = host_for(args.root.as_deref())?;
     let profile = Profile::load(&args.profile, registry)?;
     if let Some(only) = &args.only {
         let unknown: Vec<&str> =
@@ -153,7 +223,8 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         }
     }
     let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today: chrono::Utc::now().date_naive() };
-    let report = engine::run(&host, registry, &opts);
+    let drift = DriftHook::new(state_dir_for(&host, args.state_dir.as_deref()).as_deref().map_err(Clone::clone));
+    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift]);
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

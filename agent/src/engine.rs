@@ -50,11 +50,28 @@ fn evaluate(check: &Check, facts: &Facts<'_>, params: &Params) -> Outcome {
     }
 }
 
+/// Work done around a run by the layer that owns state, never by checks:
+/// `before_run` may [`Facts::provide`] facts that do not come from the host
+/// (e.g. the previous drift snapshot), `after_run` may persist what the run
+/// computed (e.g. the new snapshot), reading it with [`Facts::gathered`].
+pub trait RunHook {
+    fn before_run(&self, _facts: &Facts<'_>) {}
+    fn after_run(&self, _facts: &Facts<'_>, _report: &Report) {}
+}
+
 /// Run the selected checks and build the report.
 pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>) -> Report {
+    run_with_hooks(host, registry, opts, &[])
+}
+
+/// [`run`], with hooks called before the first and after the last check.
+pub fn run_with_hooks(host: &Host, registry: &[Check], opts: &RunOptions<'_>, hooks: &[&dyn RunHook]) -> Report {
     let started = Utc::now();
     let clock = Instant::now();
     let facts = Facts::new(host);
+    for h in hooks {
+        h.before_run(&facts);
+    }
     let info = node_info(host);
     let mut summary = Summary::default();
     let mut results = Vec::new();
@@ -65,7 +82,7 @@ pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>) -> Report {
         summary.count(finding.status);
         results.push(finding);
     }
-    Report {
+    let report = Report {
         schema: SCHEMA.to_string(),
         agent_version: AGENT_VERSION.to_string(),
         node: Node {
@@ -80,7 +97,11 @@ pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>) -> Report {
         duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
         summary,
         results,
+    };
+    for h in hooks {
+        h.after_run(&facts, &report);
     }
+    report
 }
 
 fn to_finding(check: &Check, mut outcome: Outcome, opts: &RunOptions<'_>) -> Finding {

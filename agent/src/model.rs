@@ -92,6 +92,11 @@ pub const fn cis_debian(id: &'static str) -> Reference {
     Reference { standard: "CIS Debian Linux 12 Benchmark", version: Some("1.1.0"), id }
 }
 
+/// CIS Kubernetes Benchmark v1.12 control (section 4: worker nodes).
+pub const fn cis_k8s(id: &'static str) -> Reference {
+    Reference { standard: "CIS Kubernetes Benchmark", version: Some("1.12"), id }
+}
+
 /// ANSSI BP-028 (configuration recommendations of a GNU/Linux system) v2.0.
 pub const fn anssi(id: &'static str) -> Reference {
     Reference { standard: "ANSSI BP-028", version: Some("2.0"), id }

@@ -6,6 +6,8 @@
 pub mod accounts;
 pub mod file_permissions;
 pub mod kmod;
+pub mod kosmos;
+pub mod kubelet;
 pub mod logging;
 pub mod mounts;
 pub mod services;
@@ -29,6 +31,8 @@ pub fn registry() -> Vec<Check> {
     all.extend(mounts::checks());
     all.extend(services::checks());
     all.extend(logging::checks());
+    all.extend(kubelet::checks());
+    all.extend(kosmos::checks());
     all
 }
 

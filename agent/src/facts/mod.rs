@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod kernel_cmdline;
 pub mod kernel_modules;
+pub mod kubelet;
 pub mod logging;
 pub mod login_defs;
 pub mod mounts;
@@ -78,6 +79,19 @@ impl<'h> Facts<'h> {
 
     pub fn host(&self) -> &'h Host {
         self.host
+    }
+
+    /// Supply a fact from outside the host (the run's state, e.g. the
+    /// previous drift snapshot read by the CLI), before any check asks for it.
+    pub fn provide<T: Gather>(&self, value: T) {
+        self.cache.borrow_mut().insert(TypeId::of::<T>(), Rc::new(value) as Rc<dyn Any>);
+    }
+
+    /// The fact of type `T` if some check already gathered it (post-run hooks
+    /// use this so that they never trigger gathering themselves).
+    pub fn gathered<T: Gather>(&self) -> Option<Rc<T>> {
+        let hit = self.cache.borrow().get(&TypeId::of::<T>()).cloned();
+        hit.and_then(|h| h.downcast::<T>().ok())
     }
 
     /// The fact of type `T`, gathered on first use.
