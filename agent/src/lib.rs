@@ -8,12 +8,14 @@
 pub mod check;
 pub mod checks;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod facts;
 pub mod host;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod spool;
 
 #[cfg(test)]
 pub(crate) mod testutil;
