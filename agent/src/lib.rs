@@ -9,7 +9,9 @@ pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod engine;
+pub mod enroll;
 pub mod facts;
 pub mod host;
 pub mod model;
@@ -17,5 +19,7 @@ pub mod profile;
 pub mod report;
 pub mod spool;
 
+#[cfg(test)]
+pub(crate) mod testpki;
 #[cfg(test)]
 pub(crate) mod testutil;

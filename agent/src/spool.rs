@@ -24,9 +24,9 @@
 //! [`Spool::ack`].
 
 use std::collections::BTreeMap;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, DirBuilder, File};
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
@@ -34,6 +34,8 @@ use kosmos_proto::chain::{GENESIS_PREV_HASH, MAX_BODY_BYTES, body_hash, seal};
 use kosmos_proto::v1::{AttestationBody, AttestationEnvelope, DroppedRange, Trigger};
 use prost::Message;
 use sha2::{Digest, Sha256};
+
+use crate::durable;
 
 const MAGIC: &[u8; 4] = b"KSPL";
 const FORMAT_VERSION: u32 = 1;
@@ -45,6 +47,7 @@ const MAX_PAYLOAD: u64 = MAX_BODY_BYTES as u64 + 1024;
 /// Room kept free for the gap marker written after an eviction.
 const GAP_RESERVE: u64 = 1024;
 const SUFFIX: &str = ".env";
+/// Prefix of [`durable::replace`] temporary files.
 const TMP_PREFIX: &str = ".tmp-";
 
 /// Errors that stop the spool from working (disk, permissions). Corrupt
@@ -297,9 +300,8 @@ impl Spool {
     fn store_next(&mut self, key: &SigningKey, template: &AttestationBody) -> Result<u64, SpoolError> {
         let seq = self.next_seq;
         let (env, frame) = self.seal_at(key, template, seq, self.last_hash);
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{seq:020}"));
         let path = self.dir.join(file_name(seq));
-        write_durably(&tmp, &path, &frame, &self.dir)?;
+        durable::replace(&path, &frame, 0o600).map_err(io("cannot write", &path))?;
         self.index.insert(seq, frame.len() as u64);
         self.total_bytes += frame.len() as u64;
         self.next_seq = seq + 1;
@@ -311,9 +313,7 @@ impl Spool {
     fn write_chain_state(&self) -> Result<(), SpoolError> {
         let state = ChainFile { next_seq: self.next_seq, last_hash: hex_encode(&self.last_hash) };
         let text = serde_json::to_string(&state).unwrap_or_default() + "\n";
-        let tmp = self.chain_path.with_extension("json.tmp");
-        let parent = self.chain_path.parent().unwrap_or(Path::new("/"));
-        write_durably(&tmp, &self.chain_path, text.as_bytes(), parent)
+        durable::replace(&self.chain_path, text.as_bytes(), 0o600).map_err(io("cannot write", &self.chain_path))
     }
 
     fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
@@ -471,24 +471,8 @@ fn read_frame(path: &Path, seq: u64) -> Result<(AttestationEnvelope, Attestation
     decode_frame(&bytes, seq)
 }
 
-/// Write `bytes` to `tmp` (0600), fsync, rename over `path`, fsync `dir`.
-fn write_durably(tmp: &Path, path: &Path, bytes: &[u8], dir: &Path) -> Result<(), SpoolError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(io("cannot create", tmp))?;
-    f.write_all(bytes).map_err(io("cannot write", tmp))?;
-    f.sync_all().map_err(io("cannot fsync", tmp))?;
-    drop(f);
-    fs::rename(tmp, path).map_err(io("cannot rename into place", path))?;
-    sync_dir(dir)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("cannot fsync directory", dir))
+    durable::sync_dir(dir).map_err(io("cannot fsync directory", dir))
 }
 
 pub(crate) fn hex_encode(bytes: &[u8]) -> String {
