@@ -9,6 +9,7 @@ pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod durable;
 pub mod engine;
 pub mod enroll;
@@ -17,7 +18,10 @@ pub mod host;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod sender;
 pub mod spool;
+pub mod status;
+pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod testpki;

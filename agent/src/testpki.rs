@@ -97,7 +97,11 @@ impl Enrollment for TestEnrollment {
 }
 
 async fn listener() -> (String, TcpIncoming) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+async fn listener_at(addr: std::net::SocketAddr) -> (String, TcpIncoming) {
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = l.local_addr().unwrap();
     (format!("https://127.0.0.1:{}", addr.port()), TcpIncoming::from(l))
 }
@@ -214,11 +218,30 @@ pub async fn attestation_server(
     behaviour: Behaviour,
 ) -> (String, Arc<Mutex<Received>>, tokio::task::JoinHandle<()>) {
     let (url, incoming) = listener().await;
+    let (received, handle) = serve_attestation(pki, incoming, behaviour);
+    (url, received, handle)
+}
+
+/// Serve Attestation on a given address (a collector coming back).
+pub async fn attestation_server_at(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    behaviour: Behaviour,
+) -> Arc<Mutex<Received>> {
+    let (_, incoming) = listener_at(addr).await;
+    serve_attestation(pki, incoming, behaviour).0
+}
+
+fn serve_attestation(
+    pki: &Pki,
+    incoming: TcpIncoming,
+    behaviour: Behaviour,
+) -> (Arc<Mutex<Received>>, tokio::task::JoinHandle<()>) {
     let received = Arc::new(Mutex::new(Received::default()));
     let server = Server::builder()
         .tls_config(pki.tls(true))
         .unwrap()
         .add_service(AttestationServer::new(TestAttestation { received: received.clone(), behaviour }))
         .serve_with_incoming(incoming);
-    (url, received, tokio::spawn(async move { server.await.unwrap() }))
+    (received, tokio::spawn(async move { server.await.unwrap() }))
 }
