@@ -209,7 +209,16 @@ pub async fn run(
     }
 
     match mode {
-        Mode::Once { timeout } => run_once(&shared, &mut sender, timeout).await,
+        Mode::Once { timeout } => {
+            let mut stop = stop_rx;
+            tokio::select! {
+                r = run_once(&shared, &mut sender, timeout) => r,
+                _ = stop.changed() => {
+                    tracing::warn!("stopped before the report was acked; it stays spooled");
+                    Ok(1)
+                }
+            }
+        }
         Mode::Daemon => run_daemon(shared, sender, stop_rx, systemd).await,
     }
 }
