@@ -558,6 +558,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_change_to_a_watched_file_triggers_a_re_audit_after_the_debounce() {
+        let pki = Pki::new();
+        let (url, received, _srv) = attestation_server(&pki, Behaviour::Ack).await;
+        let (_t, state, root) = dirs();
+        let mut config = setup(&pki, &url, &state, &root);
+        config.watch = true;
+        config.interval = Duration::from_secs(3600);
+        std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+        std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(config, Mode::Daemon, OFF, async move {
+            let _ = stop_rx.await;
+        }));
+        let count = |n: usize| {
+            let received = received.clone();
+            async move {
+                while received.lock().unwrap().bodies.len() < n {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), count(1)).await.unwrap();
+        let edited = Instant::now();
+        std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin yes\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), count(2)).await.unwrap();
+        assert!(edited.elapsed() >= DEBOUNCE, "waited for the debounce");
+        stop_tx.send(()).unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), daemon).await.unwrap().unwrap().unwrap(), 0);
+        let r = received.lock().unwrap();
+        assert_eq!(r.bodies.len(), 2, "one re-audit for one edit");
+        assert_eq!(r.bodies[1].trigger, Trigger::FileChange as i32);
+        assert!(r.bodies[1].families.is_empty(), "the full profile is re-run");
+    }
+
+    #[tokio::test]
     async fn a_missing_identity_is_a_configuration_error() {
         let (_t, state, root) = dirs();
         let pki = Pki::new();
