@@ -229,10 +229,7 @@ pub fn load(paths: &ConfigPaths, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 
     let config = validate(raw, &origins, &mut problems);
-    match config {
-        Some(c) if problems.is_empty() => Ok(c),
-        _ => Err(ConfigError { problems }),
-    }
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, String> {
@@ -306,7 +303,7 @@ impl Problems<'_> {
     }
 }
 
-fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut Vec<String>) -> Option<Config> {
+fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut Vec<String>) -> Config {
     let mut p = Problems { origins, list: problems };
     let interval_secs = p.range("interval_secs", raw.interval_secs.unwrap_or(300), 1, 7 * 24 * 3600);
     let jitter_percent = p.range("jitter_percent", raw.jitter_percent.unwrap_or(10), 0, 50);
@@ -354,7 +351,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
         p.bad("server_name", format!("{name:?} is not a DNS name or IP address"));
     }
 
-    Some(Config {
+    Config {
         collector_url,
         server_name: raw.server_name,
         state_dir,
@@ -370,7 +367,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
         backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms)),
         shutdown_grace: Duration::from_secs(shutdown_grace_secs),
         root,
-    })
+    }
 }
 
 /// A collector URL must be `https://host[:port]`.

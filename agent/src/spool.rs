@@ -177,14 +177,13 @@ impl Spool {
                 continue;
             };
             match read_frame(&path, seq) {
-                Ok((env, body)) => {
+                Ok((env, _)) => {
                     let size = HEADER_LEN as u64 + env.encoded_len() as u64;
                     if seq >= self.next_seq {
                         // Written, but the crash came before chain.json.
                         self.next_seq = seq + 1;
                         self.last_hash = body_hash(&env.body);
                     }
-                    let _ = body;
                     self.index.insert(seq, size);
                     self.total_bytes += size;
                 }
