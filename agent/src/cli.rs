@@ -1,8 +1,11 @@
 //! Command-line interface: argument parsing and the one-shot commands
-//! (`check`, `checks`, `explain`, `baseline pin`). `main` only calls [`run`].
+//! (`check`, `checks`, `explain`, `baseline pin`), and the entry points of
+//! `enroll` and `run` (the daemon). `main` only calls [`run`].
 //!
 //! Exit codes: 0 ok, 1 a finding at or above `--fail-on` failed (or could not
-//! be decided), 2 usage or configuration error.
+//! be decided; for `run --once`: the report was not acked in time; for
+//! `enroll`: the collector could not be reached or refused), 2 usage or
+//! configuration error (including a CA fingerprint mismatch at enrollment).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +14,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::check::Check;
 use crate::checks::registry;
+use crate::config::{self, ConfigPaths, ProcessEnv};
+use crate::daemon::{self, DaemonError, Mode, Systemd};
 use crate::engine::{self, RunOptions};
+use crate::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
 use crate::facts::Facts;
 use crate::facts::kubelet::drift::build_snapshot;
 use crate::facts::kubelet::{ConfigState, KubeletFacts};
@@ -58,6 +64,55 @@ pub enum Command {
     /// Manage the pinned reference configuration that drift is measured against.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+    /// Enroll this node with a collector: generate the node key, get a certificate.
+    Enroll(EnrollArgs),
+    /// Run the attestation daemon (or, with --once, deliver one report and exit).
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// The collector's gRPC URL, e.g. https://collector.example:7443.
+    #[arg(long, value_name = "URL")]
+    pub collector: String,
+    /// The one-time enrollment token (`kosmos-collector token create`).
+    #[arg(long, value_name = "TOKEN", required_unless_present = "token_file", conflicts_with = "token_file")]
+    pub token: Option<Secret>,
+    /// Read the token from a file instead (keeps it out of the process list).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SHA-256 fingerprint of the collector CA certificate: SHA256:<hex> or SHA256:<base64>.
+    #[arg(long, value_name = "SHA256:..", value_parser = parse_fingerprint)]
+    pub ca_fingerprint: Fingerprint,
+    /// Where to write key.pem, cert.pem, ca.pem and node_id.
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// TLS name to expect in the collector certificate, when it differs from the URL host.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Enroll again even if this node is enrolled (new key, new chain).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Main configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Drop-in directory (default: agent.d beside --config, else /etc/kosmos-node-agent/agent.d).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Produce one report, deliver it, wait for its ack, exit (0 acked, 1 not).
+    #[arg(long)]
+    pub once: bool,
+    /// With --once: how long to wait for the ack, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "once")]
+    pub timeout: u64,
+}
+
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(s)
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +195,28 @@ pub enum CliError {
     Baseline(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("--token-file {path}: {why}")]
+    TokenFile { path: String, why: String },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Enroll(e) => e.exit_code(),
+            CliError::Daemon(e) => e.exit_code(),
+            CliError::Runtime(_) => 1,
+            _ => EXIT_USAGE,
+        }
+    }
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -150,7 +227,71 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Checks { output, profile } => list(output, profile.as_deref(), &registry),
         Command::Explain { id } => explain(&id, &registry),
         Command::Baseline(BaselineCommand::Pin { root, state_dir }) => pin(root.as_deref(), state_dir.as_deref()),
+        Command::Enroll(args) => enroll_cmd(args),
+        Command::Run(args) => run_cmd(args),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    // One thread is plenty for one stream and a timer; audits run on the
+    // blocking pool. It also keeps the idle daemon small.
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| CliError::Runtime(e.to_string()))
+}
+
+fn enroll_cmd(args: EnrollArgs) -> Result<u8, CliError> {
+    let token = match (args.token, &args.token_file) {
+        (Some(t), _) => t,
+        (None, Some(path)) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::TokenFile { path: shown.clone(), why: e.to_string() })?;
+            let t = text.trim();
+            if t.is_empty() || t.len() > 4096 {
+                return Err(CliError::TokenFile { path: shown, why: "empty or too long".into() });
+            }
+            Secret(t.to_string())
+        }
+        (None, None) => {
+            return Err(CliError::TokenFile { path: "-".into(), why: "--token or --token-file is required".into() });
+        }
+    };
+    let opts = EnrollOptions {
+        collector_url: args.collector,
+        token,
+        ca_fingerprint: args.ca_fingerprint,
+        state_dir: args.state_dir,
+        server_name: args.server_name,
+        force: args.force,
+    };
+    let enrolled = runtime()?.block_on(enroll::enroll(&opts))?;
+    write_stdout(&format!("enrolled as node {} (state in {})\n", enrolled.node_id, enrolled.state_dir.display()))?;
+    Ok(0)
+}
+
+fn run_cmd(args: RunArgs) -> Result<u8, CliError> {
+    let paths = ConfigPaths::new(args.config, args.config_dir);
+    let config = config::load(&paths, &ProcessEnv)?;
+    let mode =
+        if args.once { Mode::Once { timeout: std::time::Duration::from_secs(args.timeout) } } else { Mode::Daemon };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                    }
+                }
+                _ => {
+                    tracing::warn!("cannot install signal handlers; relying on the default actions");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        Ok(daemon::run(config, mode, Systemd { notify: true }, shutdown).await?)
+    })
 }
 
 /// The host to audit: the live machine, or an offline root.

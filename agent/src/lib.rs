@@ -8,13 +8,23 @@
 pub mod check;
 pub mod checks;
 pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod durable;
 pub mod engine;
+pub mod enroll;
 pub mod facts;
 pub mod host;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod sender;
+pub mod spool;
 pub mod state;
+pub mod status;
+pub mod watch;
 
+#[cfg(test)]
+pub(crate) mod testpki;
 #[cfg(test)]
 pub(crate) mod testutil;

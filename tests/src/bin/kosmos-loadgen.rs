@@ -115,14 +115,15 @@ async fn main() {
     // Tokens straight into the store: the bench measures ingest, not token creation.
     let mut tokens = Vec::new();
     {
-        let mut store =
-            match kosmos_collector::store::sqlite::SqliteStore::open(&std::path::Path::new(&args.data_dir).join("collector.db")) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("kosmos-loadgen: {e}");
-                    std::process::exit(2);
-                }
-            };
+        let mut store = match kosmos_collector::store::sqlite::SqliteStore::open(
+            &std::path::Path::new(&args.data_dir).join("collector.db"),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("kosmos-loadgen: {e}");
+                std::process::exit(2);
+            }
+        };
         let now = kosmos_collector::store::now_ms();
         for i in 0..args.nodes {
             let t = format!("loadgen-{now}-{i}");
@@ -149,11 +150,8 @@ async fn main() {
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let per_node_interval = if args.rate == 0 {
-        None
-    } else {
-        Some(Duration::from_secs_f64(args.nodes as f64 / args.rate as f64))
-    };
+    let per_node_interval =
+        if args.rate == 0 { None } else { Some(Duration::from_secs_f64(args.nodes as f64 / args.rate as f64)) };
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for (i, node) in nodes.into_iter().enumerate() {
