@@ -8,8 +8,15 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod apt;
+pub mod apt_lists;
+pub mod apt_preferences;
+pub mod debversion;
 pub mod node;
+pub mod packages;
+pub mod rpm;
 pub mod sysctl;
+pub mod updates;
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
