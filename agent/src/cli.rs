@@ -70,6 +70,9 @@ pub struct CheckArgs {
     /// Exit 1 when a finding at or above this severity fails or errors ("none" never does).
     #[arg(long, value_name = "SEVERITY", default_value = "high", value_parser = parse_fail_on)]
     pub fail_on: FailOn,
+    /// Where the agent keeps its state (first-seen times of pending updates).
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -153,7 +156,18 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         }
     }
     let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today: chrono::Utc::now().date_naive() };
-    let report = engine::run(&host, registry, &opts);
+    // Checks are pure: the state goes in as a fact, and is updated here,
+    // after the run, from the pending updates the checks computed.
+    let facts = crate::facts::Facts::new(&host);
+    let first_seen = crate::state::FirstSeen::load(&args.state_dir);
+    facts.provide(first_seen.clone());
+    let report = engine::run_with_facts(&facts, registry, &opts);
+    if let Some(updates) = facts.peek::<crate::facts::updates::UpdateFacts>()
+        && let Ok(status) = &updates.0
+        && let Err(e) = first_seen.save(&status.pending, chrono::Utc::now())
+    {
+        eprintln!("warning: cannot record first-seen times in {}: {e}", args.state_dir.display());
+    }
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

@@ -52,15 +52,21 @@ fn evaluate(check: &Check, facts: &Facts<'_>, params: &Params) -> Outcome {
 
 /// Run the selected checks and build the report.
 pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>) -> Report {
+    run_with_facts(&Facts::new(host), registry, opts)
+}
+
+/// Run with a caller-made fact cache, so that the caller can provide facts
+/// (the agent's state) before and read gathered facts after the run.
+pub fn run_with_facts(facts: &Facts<'_>, registry: &[Check], opts: &RunOptions<'_>) -> Report {
     let started = Utc::now();
     let clock = Instant::now();
-    let facts = Facts::new(host);
+    let host = facts.host();
     let info = node_info(host);
     let mut summary = Summary::default();
     let mut results = Vec::new();
     for check in select(registry, opts) {
         let params = Params::new(&check.params, opts.profile.params.get(&check.id));
-        let outcome = evaluate(check, &facts, &params);
+        let outcome = evaluate(check, facts, &params);
         let finding = to_finding(check, outcome, opts);
         summary.count(finding.status);
         results.push(finding);

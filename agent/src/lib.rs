@@ -14,6 +14,7 @@ pub mod host;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod state;
 
 #[cfg(test)]
 pub(crate) mod testutil;

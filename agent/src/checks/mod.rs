@@ -3,6 +3,8 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod os;
+pub mod patch;
 pub mod sysctl;
 
 use crate::check::Check;
@@ -11,6 +13,8 @@ use crate::check::Check;
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(sysctl::checks());
+    all.extend(patch::checks());
+    all.extend(os::checks());
     all
 }
 

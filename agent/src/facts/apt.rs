@@ -171,9 +171,9 @@ pub fn pending_updates(host: &Host, db: &PackageDb) -> Result<UpdateStatus, Fact
         return Err(FactError::new(format!("apt preferences not understood: {}", prefs.problems.join("; "))));
     }
     let wanted = |name: &str, arch: &str| {
-        archs_by_name.get(name).is_some_and(|archs| {
-            if arch == "all" { archs.contains(native.as_str()) } else { archs.contains(arch) }
-        })
+        archs_by_name
+            .get(name)
+            .is_some_and(|archs| if arch == "all" { archs.contains(native.as_str()) } else { archs.contains(arch) })
     };
     let mut entries: Vec<ListEntry> = Vec::new();
     for (i, l) in lists.lists.iter().enumerate() {
@@ -406,7 +406,10 @@ Package: openssl\nVersion: 3.0.17-1~deb12u1\nArchitecture: amd64\n";
 
     fn compute(d: &tempfile::TempDir) -> Result<UpdateStatus, FactError> {
         let h = offline(d.path());
-        let db = parse_dpkg_status("/var/lib/dpkg/status", &std::fs::read_to_string(d.path().join("var/lib/dpkg/status")).unwrap());
+        let db = parse_dpkg_status(
+            "/var/lib/dpkg/status",
+            &std::fs::read_to_string(d.path().join("var/lib/dpkg/status")).unwrap(),
+        );
         pending_updates(&h, &db)
     }
 
@@ -440,8 +443,14 @@ Package: openssl\nVersion: 3.0.17-1~deb12u1\nArchitecture: amd64\n";
     #[test]
     fn pins_below_zero_and_not_automatic() {
         let d = root(&[
-            ("/etc/apt/preferences.d/no-openssl", "Package: openssl\nPin: release l=Debian-Security\nPin-Priority: -1\n"),
-            ("/etc/apt/preferences", "Package: *\nPin: release n=bookworm-security\nPin-Priority: 1\n\nPackage: tzdata\nPin: version 2026f*\nPin-Priority: 600\n"),
+            (
+                "/etc/apt/preferences.d/no-openssl",
+                "Package: openssl\nPin: release l=Debian-Security\nPin-Priority: -1\n",
+            ),
+            (
+                "/etc/apt/preferences",
+                "Package: *\nPin: release n=bookworm-security\nPin-Priority: 1\n\nPackage: tzdata\nPin: version 2026f*\nPin-Priority: 600\n",
+            ),
         ]);
         let s = compute(&d).unwrap();
         // Security suite at priority 1: only tzdata (specific pin 600) and libc6 (main) remain.
@@ -452,25 +461,40 @@ Package: openssl\nVersion: 3.0.17-1~deb12u1\nArchitecture: amd64\n";
 
     #[test]
     fn ties_go_to_the_higher_version_and_downgrades_need_1000() {
-        let d = root(&[(
-            "/etc/apt/preferences",
-            "Package: libc6\nPin: version 2.36-9+deb12u1\nPin-Priority: 1001\n",
-        )]);
+        let d = root(&[("/etc/apt/preferences", "Package: libc6\nPin: version 2.36-9+deb12u1\nPin-Priority: 1001\n")]);
         let s = compute(&d).unwrap();
         // A 1001 pin on an older version is a downgrade, never an upgrade.
         assert!(!summary(&s).iter().any(|l| l.starts_with("libc6")));
-        let d = root(&[(format!("{L}_dists_bookworm-backports_Release").as_str(), "Suite: bookworm-backports\nNotAutomatic: yes\nButAutomaticUpgrades: yes\n"),
-            (format!("{L}_dists_bookworm-backports_main_binary-amd64_Packages").as_str(), "Package: apt\nVersion: 2.9.0\nArchitecture: amd64\n")]);
+        let d = root(&[
+            (
+                format!("{L}_dists_bookworm-backports_Release").as_str(),
+                "Suite: bookworm-backports\nNotAutomatic: yes\nButAutomaticUpgrades: yes\n",
+            ),
+            (
+                format!("{L}_dists_bookworm-backports_main_binary-amd64_Packages").as_str(),
+                "Package: apt\nVersion: 2.9.0\nArchitecture: amd64\n",
+            ),
+        ]);
         let s = compute(&d).unwrap();
         // Backports (100) lose against the security suite's 500.
         assert!(summary(&s).contains(&"apt:amd64 2.6.2 true".to_string()), "{:?}", summary(&s));
-        let d = root(&[(format!("{L}_dists_bookworm-updates_Release").as_str(), "Suite: bookworm-updates\n"),
-            (format!("{L}_dists_bookworm-updates_main_binary-amd64_Packages").as_str(), "Package: apt\nVersion: 2.6.3\nArchitecture: amd64\n")]);
+        let d = root(&[
+            (format!("{L}_dists_bookworm-updates_Release").as_str(), "Suite: bookworm-updates\n"),
+            (
+                format!("{L}_dists_bookworm-updates_main_binary-amd64_Packages").as_str(),
+                "Package: apt\nVersion: 2.6.3\nArchitecture: amd64\n",
+            ),
+        ]);
         let s = compute(&d).unwrap();
         // Equal priorities (500): the higher version wins.
         assert!(summary(&s).contains(&"apt:amd64 2.6.3 false".to_string()), "{:?}", summary(&s));
-        let d = root(&[(format!("{L}_dists_experimental_Release").as_str(), "Suite: experimental\nNotAutomatic: yes\n"),
-            (format!("{L}_dists_experimental_main_binary-amd64_Packages").as_str(), "Package: apt\nVersion: 3.0\nArchitecture: amd64\n")]);
+        let d = root(&[
+            (format!("{L}_dists_experimental_Release").as_str(), "Suite: experimental\nNotAutomatic: yes\n"),
+            (
+                format!("{L}_dists_experimental_main_binary-amd64_Packages").as_str(),
+                "Package: apt\nVersion: 3.0\nArchitecture: amd64\n",
+            ),
+        ]);
         let s = compute(&d).unwrap();
         assert!(summary(&s).contains(&"apt:amd64 2.6.2 true".to_string()));
     }

@@ -251,7 +251,10 @@ pub fn discover(host: &Host) -> Result<AptLists, FactError> {
         };
         let meta = host.metadata(&e.path).ok();
         newer(&mut out.newest_mtime, meta.and_then(|m| m.modified), &e.path);
-        let parsed = host.read_text_limited(&e.path, RELEASE_LIMIT).map_err(FactError::from).and_then(|t| parse_release(&e.path, &t));
+        let parsed = host
+            .read_text_limited(&e.path, RELEASE_LIMIT)
+            .map_err(FactError::from)
+            .and_then(|t| parse_release(&e.path, &t));
         match parsed {
             Ok(info) => {
                 // InRelease wins over Release for the same suite, as in apt.
@@ -527,7 +530,8 @@ iQIzBAEBCAAdFiEE
         let r = parse_release("/r", "Suite: experimental\nNotAutomatic: yes\n").unwrap();
         assert_eq!(r.default_priority(), 1);
         assert!(!r.is_security());
-        let r = parse_release("/r", "Suite: bookworm-backports\nNotAutomatic: yes\nButAutomaticUpgrades: yes\n").unwrap();
+        let r =
+            parse_release("/r", "Suite: bookworm-backports\nNotAutomatic: yes\nButAutomaticUpgrades: yes\n").unwrap();
         assert_eq!(r.default_priority(), 100);
         let r = parse_release("/r", "Origin: Ubuntu\nSuite: jammy-security\n").unwrap();
         assert!(r.is_security());
@@ -561,7 +565,10 @@ Architecture: amd64
     fn scan_keeps_only_wanted_packages() {
         let v = scan(PACKAGES.as_bytes()).unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!((v[0].name.as_str(), v[0].arch.as_str(), v[0].version.to_string()), ("apt", "amd64", "2.6.2".into()));
+        assert_eq!(
+            (v[0].name.as_str(), v[0].arch.as_str(), v[0].version.to_string()),
+            ("apt", "amd64", "2.6.2".into())
+        );
         assert_eq!(v[1].arch, "all");
     }
 
@@ -608,7 +615,10 @@ Architecture: amd64
     #[test]
     fn discovers_pairs_and_decompresses_every_format() {
         let d = root_with(&[
-            ("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease", "Suite: oldstable\nCodename: bookworm\n"),
+            (
+                "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+                "Suite: oldstable\nCodename: bookworm\n",
+            ),
             ("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm-updates_Release", "Suite: bookworm-updates\n"),
             ("/var/lib/apt/lists/lock", ""),
         ]);
@@ -619,10 +629,15 @@ Architecture: amd64
             }
         }
         for (i, (kind, ext)) in kinds.iter().enumerate() {
-            let name = format!("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_c{i}_binary-amd64_Packages{ext}");
+            let name =
+                format!("/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_c{i}_binary-amd64_Packages{ext}");
             write(d.path(), &name, &compressed(*kind));
         }
-        write(d.path(), "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm-updates_main_binary-amd64_Packages", b"");
+        write(
+            d.path(),
+            "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm-updates_main_binary-amd64_Packages",
+            b"",
+        );
         let h = offline(d.path());
         let lists = discover(&h).unwrap();
         assert!(lists.problems.is_empty(), "{:?}", lists.problems);

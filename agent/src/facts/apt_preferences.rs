@@ -241,7 +241,8 @@ mod tests {
         assert_eq!(pins[0].source, "/p:3");
         assert!(pins[0].matches_package("libssl3") && pins[0].matches_package("openssl"));
         assert!(!pins[0].matches_package("apt"));
-        let sec = ListAttrs { archive: Some("bookworm-security"), label: Some("Debian-Security"), ..Default::default() };
+        let sec =
+            ListAttrs { archive: Some("bookworm-security"), label: Some("Debian-Security"), ..Default::default() };
         assert!(pins[0].target.matches(&sec, "1"));
         assert!(!pins[0].target.matches(&ListAttrs { archive: Some("bookworm"), ..Default::default() }, "1"));
         assert!(pins[1].is_generic());

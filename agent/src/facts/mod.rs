@@ -76,6 +76,17 @@ impl<'h> Facts<'h> {
         self.host
     }
 
+    /// Supply a fact from outside the audited system (e.g. the agent's own
+    /// state), replacing whatever would have been gathered.
+    pub fn provide<T: Gather>(&self, value: T) {
+        self.cache.borrow_mut().insert(TypeId::of::<T>(), Rc::new(value) as Rc<dyn Any>);
+    }
+
+    /// The fact of type `T` if some check already gathered it (never gathers).
+    pub fn peek<T: Gather>(&self) -> Option<Rc<T>> {
+        self.cache.borrow().get(&TypeId::of::<T>()).cloned().and_then(|h| h.downcast::<T>().ok())
+    }
+
     /// The fact of type `T`, gathered on first use.
     pub fn get<T: Gather>(&self) -> Rc<T> {
         let key = TypeId::of::<T>();

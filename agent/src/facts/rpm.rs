@@ -79,7 +79,8 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
             break;
         }
         let numeric = ca.is_some_and(|c| c.is_ascii_digit());
-        let class = |c: Option<u8>| c.is_some_and(|c| if numeric { c.is_ascii_digit() } else { c.is_ascii_alphabetic() });
+        let class =
+            |c: Option<u8>| c.is_some_and(|c| if numeric { c.is_ascii_digit() } else { c.is_ascii_alphabetic() });
         let (si, sj) = (i, j);
         while class(at(a, i)) {
             i += 1;
@@ -206,7 +207,11 @@ pub fn parse_updateinfo(text: &str) -> Vec<(String, String, String, String)> {
         if tokens.len() < 3 || id.eq_ignore_ascii_case("Name") {
             continue;
         }
-        if let Some((name, evr, arch)) = tokens.iter().skip(1).find_map(|t| split_nevra(t).filter(|(_, e, _)| e.contains(|c: char| c.is_ascii_digit()))) {
+        if let Some((name, evr, arch)) = tokens
+            .iter()
+            .skip(1)
+            .find_map(|t| split_nevra(t).filter(|(_, e, _)| e.contains(|c: char| c.is_ascii_digit())))
+        {
             out.push((id.to_string(), name, evr, arch));
         }
     }
@@ -297,7 +302,14 @@ pub fn pending_updates(host: &Host, db: &PackageDb) -> Result<UpdateStatus, Fact
         if cand.cmp_evr(&Evr::parse(inst)) != Ordering::Greater && !security {
             continue;
         }
-        status.pending.push(PendingUpdate { name, arch, installed: inst.to_string(), candidate: evr, suites, security });
+        status.pending.push(PendingUpdate {
+            name,
+            arch,
+            installed: inst.to_string(),
+            candidate: evr,
+            suites,
+            security,
+        });
     }
     for (id, an, _, aarch) in &advisories {
         if installed.contains_key(&(an.as_str(), aarch.as_str()))
