@@ -380,6 +380,77 @@ mod tests {
         assert_eq!(a[1].2, "1:3.0.7-27.el9");
     }
 
+    fn fixture() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/rocky9-patch")
+    }
+
+    fn updates(h: &Host) -> Result<UpdateStatus, FactError> {
+        let facts = crate::facts::Facts::new(h);
+        facts.get::<crate::facts::updates::UpdateFacts>().0.clone()
+    }
+
+    #[test]
+    fn recorded_rocky9_outputs() {
+        let h = Host::offline(fixture());
+        let s = updates(&h).unwrap();
+        let got: Vec<String> =
+            s.pending.iter().map(|u| format!("{}.{} {} {}", u.name, u.arch, u.candidate, u.security)).collect();
+        assert_eq!(
+            got,
+            [
+                "glibc.x86_64 2.34-100.el9_4.2 true",
+                "glibc-common.x86_64 2.34-100.el9_4.2 true",
+                "kernel-core.x86_64 5.14.0-427.20.1.el9_4 true",
+                "openssl.x86_64 1:3.0.7-27.el9_4.1 true",
+                "openssl-libs.x86_64 1:3.0.7-27.el9_4.1 true",
+                "tzdata.noarch 2024a-2.el9 false",
+            ]
+        );
+        assert_eq!(s.pending[0].suites, ["baseos", "RLSA-2024:3339"]);
+        assert!(s.freshness.unwrap().source.contains("repomd.xml"));
+    }
+
+    fn copy(src: &std::path::Path, dst: &std::path::Path) {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            let to = dst.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &to)
+            } else {
+                std::fs::copy(e.path(), &to).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn missing_cache_or_failing_dnf_is_an_error_never_zero_updates() {
+        let d = tempfile::tempdir().unwrap();
+        copy(&fixture(), d.path());
+        std::fs::remove_dir_all(d.path().join("var/cache/dnf")).unwrap();
+        let e = updates(&Host::offline(d.path())).unwrap_err();
+        assert!(e.to_string().contains("no dnf metadata cache"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        copy(&fixture(), d.path());
+        let cmds = d.path().join(".commands");
+        std::fs::write(cmds.join("dnf_-q_--cacheonly_check-update.exit"), "1\n").unwrap();
+        std::fs::write(
+            cmds.join("dnf_-q_--cacheonly_check-update.stderr"),
+            "Error: Cache-only enabled but no cache for 'baseos'",
+        )
+        .unwrap();
+        let e = updates(&Host::offline(d.path())).unwrap_err();
+        assert!(e.to_string().contains("Cache-only enabled"), "{e}");
+        std::fs::remove_file(cmds.join("dnf_-q_--cacheonly_check-update.exit")).unwrap();
+        std::fs::write(cmds.join("dnf_-q_--cacheonly_check-update.timeout"), "").unwrap();
+        assert!(updates(&Host::offline(d.path())).unwrap_err().to_string().contains("timed out"));
+        // Exit 100 with nothing listed is contradictory, not "0 updates".
+        std::fs::remove_file(cmds.join("dnf_-q_--cacheonly_check-update.timeout")).unwrap();
+        std::fs::write(cmds.join("dnf_-q_--cacheonly_check-update.exit"), "100\n").unwrap();
+        std::fs::write(cmds.join("dnf_-q_--cacheonly_check-update"), "").unwrap();
+        assert!(updates(&Host::offline(d.path())).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn parser_never_panics(s in "\\PC*") {
