@@ -3,9 +3,18 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod accounts;
+pub mod file_permissions;
+pub mod kmod;
+pub mod logging;
+pub mod mounts;
 pub mod os;
 pub mod patch;
+pub mod services;
+pub mod ssh;
+pub mod sudo;
 pub mod sysctl;
+pub mod world_writable;
 
 use crate::check::Check;
 
@@ -13,6 +22,15 @@ use crate::check::Check;
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(sysctl::checks());
+    all.extend(ssh::checks());
+    all.extend(accounts::checks());
+    all.extend(file_permissions::checks());
+    all.extend(world_writable::checks());
+    all.extend(sudo::checks());
+    all.extend(kmod::checks());
+    all.extend(mounts::checks());
+    all.extend(services::checks());
+    all.extend(logging::checks());
     all.extend(patch::checks());
     all.extend(os::checks());
     all

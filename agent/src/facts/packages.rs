@@ -430,6 +430,16 @@ Version: 5.2.15-2+b7
         assert!(load(&h).unwrap_err().0.contains("exited with status 1: boom"));
     }
 
+    #[test]
+    fn rpm_from_recorded_fixture_offline() {
+        let d = root_with(&[]);
+        let key = crate::host::RecordedRunner::key("rpm", &RPM_QUERY_ARGS);
+        write(d.path(), &format!("/.commands/{key}"), b"chrony\t0:4.5-1.el9\tx86_64\n");
+        let db = load(&offline(d.path())).unwrap();
+        assert_eq!(db.format, PackageFormat::Rpm);
+        assert_eq!(db.installed("chrony").unwrap().architecture, "x86_64");
+    }
+
     proptest::proptest! {
         #[test]
         fn parser_never_panics(s in "\\PC*") {
