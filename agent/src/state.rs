@@ -105,6 +105,10 @@ impl FirstSeen {
     /// add new ones at `now`, forget updates no longer pending.
     pub fn save(&self, pending: &[PendingUpdate], now: DateTime<Utc>) -> std::io::Result<()> {
         let Some(path) = &self.path else { return Ok(()) };
+        // Nothing to remember and nothing remembered: leave no file behind.
+        if pending.is_empty() && self.entries.is_empty() && !path.exists() {
+            return Ok(());
+        }
         let entries: BTreeMap<String, DateTime<Utc>> =
             pending.iter().map(|u| (key(u), self.first_seen(u, now))).collect();
         let text = serde_json::to_string_pretty(&entries).map_err(std::io::Error::other)?;
