@@ -25,6 +25,7 @@ use crate::host::Host;
 use crate::model::Severity;
 use crate::profile::{DEFAULT_PROFILE, Profile, ProfileError};
 use crate::report::{junit, text};
+use crate::first_seen::FirstSeenHook;
 use crate::state::{DEFAULT_STATE_DIR, DriftHook, PINNED_SNAPSHOT, StateDir};
 
 /// Exit code when findings breach the threshold.
@@ -145,8 +146,9 @@ pub struct CheckArgs {
     /// Exit 1 when a finding at or above this severity fails or errors ("none" never does).
     #[arg(long, value_name = "SEVERITY", default_value = "high", value_parser = parse_fail_on)]
     pub fail_on: FailOn,
-    /// Where the agent keeps drift state (default /var/lib/kosmos-node-agent on
-    /// the live host; with --root, drift is tracked only when this is given).
+    /// Where the agent keeps state (kubelet drift
+    /// snapshots, first-seen times of pending updates) (default /var/lib/kosmos-node-agent on the live host;
+    /// with --root, state is used only when this is given).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -364,8 +366,12 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         }
     }
     let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today: chrono::Utc::now().date_naive() };
-    let drift = DriftHook::new(state_dir_for(&host, args.state_dir.as_deref()).as_deref().map_err(Clone::clone));
-    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift]);
+    // Checks are pure: state goes in as facts before the run and is written
+    // back by the hooks after it.
+    let state_dir = state_dir_for(&host, args.state_dir.as_deref());
+    let drift = DriftHook::new(state_dir.as_deref().map_err(Clone::clone));
+    let first_seen = FirstSeenHook::new(state_dir.as_deref().map_err(Clone::clone));
+    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen]);
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

@@ -349,12 +349,17 @@ async fn produce_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> R
 async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, DaemonError> {
     let root = shared.config.root.clone();
     let profile_name = shared.config.profile.clone();
+    let state_dir = shared.config.state_dir.clone();
     let audited = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
         let registry = registry();
         let profile = Profile::load(&profile_name, &registry)?;
         let host = if root == Path::new("/") { Host::live() } else { Host::offline(&root) };
         let opts = RunOptions { profile: &profile, only: None, today: chrono::Utc::now().date_naive() };
-        let report = engine::run(&host, &registry, &opts);
+        // The same state as `check`: kubelet drift snapshots and first-seen
+        // times of pending updates live in the agent's state directory.
+        let drift = crate::state::DriftHook::new(Ok(state_dir.as_path()));
+        let first_seen = crate::first_seen::FirstSeenHook::new(Ok(state_dir.as_path()));
+        let report = engine::run_with_hooks(&host, &registry, &opts, &[&drift, &first_seen]);
         let json = serde_json::to_vec(&report).map_err(|e| DaemonError::Audit(e.to_string()))?;
         Ok((json, profile.name.clone(), profile.version.clone(), report.summary))
     })

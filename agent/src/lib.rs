@@ -14,6 +14,7 @@ pub mod durable;
 pub mod engine;
 pub mod enroll;
 pub mod facts;
+pub mod first_seen;
 pub mod host;
 pub mod model;
 pub mod profile;

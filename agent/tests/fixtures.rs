@@ -51,7 +51,7 @@ fn assert_fixture(name: &str) -> serde_json::Value {
 fn hardened_node() {
     let report = assert_fixture("hardened");
     assert_eq!(report["node"]["hostname"], "node-hardened-01");
-    assert_eq!(report["node"]["os"]["version_id"], "12");
+    assert_eq!(report["node"]["os"]["version_id"], "13");
     assert_eq!(report["summary"]["fail"], 0, "a hardened node must not fail anything");
     assert_eq!(report["summary"]["error"], 0);
 }

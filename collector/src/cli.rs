@@ -163,6 +163,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     }
 }
 
+/// How long open streams may keep going after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliError> {
     let (pki, store) = open(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -190,7 +193,26 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
             shared.pki.ca_fingerprint()
         ));
         tracing::info!("listening on {bound}");
-        crate::server::run(listener, shared, shutdown_signal()).await.map_err(|e| CliError::Other(e.to_string()))
+        // Graceful shutdown waits for open streams to end, but agents hold
+        // theirs open for good: after the signal, in-flight envelopes get a
+        // short grace period, then the server stops regardless. Agents keep
+        // unacked envelopes spooled and resend them to the next collector.
+        let signalled = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&signalled);
+        let server = crate::server::run(listener, shared, async move {
+            shutdown_signal().await;
+            notify.notify_waiters();
+        });
+        tokio::select! {
+            r = server => r.map_err(|e| CliError::Other(e.to_string())),
+            () = async {
+                signalled.notified().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!("grace period over: closing the remaining streams");
+                Ok(())
+            }
+        }
     });
     // Dropping the runtime drops the last writer handles; the writer thread
     // then commits what it holds and exits.

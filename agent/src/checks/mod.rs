@@ -10,6 +10,8 @@ pub mod kosmos;
 pub mod kubelet;
 pub mod logging;
 pub mod mounts;
+pub mod os;
+pub mod patch;
 pub mod services;
 pub mod ssh;
 pub mod sudo;
@@ -33,6 +35,8 @@ pub fn registry() -> Vec<Check> {
     all.extend(logging::checks());
     all.extend(kubelet::checks());
     all.extend(kosmos::checks());
+    all.extend(patch::checks());
+    all.extend(os::checks());
     all
 }
 

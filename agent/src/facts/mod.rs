@@ -9,6 +9,10 @@
 //! findings in the checks that needed it.
 
 pub mod accounts;
+pub mod apt;
+pub mod apt_lists;
+pub mod apt_preferences;
+pub mod debversion;
 pub mod kernel_cmdline;
 pub mod kernel_modules;
 pub mod kubelet;
@@ -17,10 +21,12 @@ pub mod login_defs;
 pub mod mounts;
 pub mod node;
 pub mod packages;
+pub mod rpm;
 pub mod sshd;
 pub mod sudoers;
 pub mod sysctl;
 pub mod systemd_units;
+pub mod updates;
 pub mod world_writable;
 
 use std::any::{Any, TypeId};

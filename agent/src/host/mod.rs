@@ -323,6 +323,28 @@ impl Host {
         read_capped(file, path, limit)
     }
 
+    /// Open a regular file of at most `limit` bytes for streaming, with the
+    /// same checks as [`Host::read_bytes_limited`]. For indexes too large to
+    /// hold in memory (apt lists); the caller must still bound what it reads,
+    /// since a file may grow after the check.
+    pub fn open_limited(&self, path: &str, limit: u64) -> Result<File, HostError> {
+        let real = self.resolve(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(&real)
+            .map_err(|e| io_err(path, e))?;
+        let meta = file.metadata().map_err(|e| io_err(path, e))?;
+        let kind = FileKind::of(&meta);
+        if kind != FileKind::File {
+            return Err(HostError::NotRegular { path: path.to_string(), kind: kind.describe() });
+        }
+        if meta.len() > limit {
+            return Err(HostError::TooLarge { path: path.to_string(), size: meta.len(), limit });
+        }
+        Ok(file)
+    }
+
     /// Read a regular file with the default limit.
     pub fn read_bytes(&self, path: &str) -> Result<Vec<u8>, HostError> {
         self.read_bytes_limited(path, DEFAULT_READ_LIMIT)

@@ -26,7 +26,15 @@ pub fn agent() -> Command {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    agent().args(args).output().expect("spawn kosmos-node-agent")
+    // `check` gets a fresh state directory unless the test gives one: tests
+    // must neither read nor write the machine's /var/lib/kosmos-node-agent.
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = agent();
+    cmd.args(args);
+    if args.first() == Some(&"check") && !args.contains(&"--state-dir") {
+        cmd.arg("--state-dir").arg(state.path());
+    }
+    cmd.output().expect("spawn kosmos-node-agent")
 }
 
 fn copy_tree(src: &Path, dst: &Path) {
