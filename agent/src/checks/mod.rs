@@ -3,6 +3,8 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod exposure;
+pub mod firewall;
 pub mod sysctl;
 
 use crate::check::Check;
@@ -10,6 +12,8 @@ use crate::check::Check;
 /// Every check, in a stable order (family by family).
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
+    all.extend(exposure::checks());
+    all.extend(firewall::checks());
     all.extend(sysctl::checks());
     all
 }

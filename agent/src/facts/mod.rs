@@ -8,7 +8,9 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod firewall;
 pub mod node;
+pub mod sockets;
 pub mod sysctl;
 
 use std::any::{Any, TypeId};
