@@ -3,8 +3,10 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod clock;
 pub mod exposure;
 pub mod firewall;
+pub mod kilo;
 pub mod sysctl;
 
 use crate::check::Check;
@@ -12,8 +14,10 @@ use crate::check::Check;
 /// Every check, in a stable order (family by family).
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
+    all.extend(clock::checks());
     all.extend(exposure::checks());
     all.extend(firewall::checks());
+    all.extend(kilo::checks());
     all.extend(sysctl::checks());
     all
 }

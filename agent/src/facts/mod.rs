@@ -8,10 +8,12 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod clock;
 pub mod firewall;
 pub mod node;
 pub mod sockets;
 pub mod sysctl;
+pub mod wireguard;
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
