@@ -178,7 +178,7 @@ impl Lab {
         let listeners =
             self.server.run_in(move || tcp.iter().map(|p| TcpListener::bind(("::", *p)).unwrap()).collect::<Vec<_>>());
         self._tcp.extend(listeners);
-        for p in udp.to_vec() {
+        for p in udp.iter().copied() {
             let stop = self.stop.clone();
             let sock = self.server.run_in(move || UdpSocket::bind(("::", p)).unwrap());
             sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
