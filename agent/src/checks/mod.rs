@@ -3,11 +3,16 @@
 //! Ids are stable: once released, an id keeps its meaning forever, because
 //! collectors, waivers and auditors' spreadsheets refer to it.
 
+pub mod accounts;
 pub mod clock;
 pub mod exposure;
+pub mod file_permissions;
 pub mod firewall;
 pub mod kilo;
+pub mod ssh;
+pub mod sudo;
 pub mod sysctl;
+pub mod world_writable;
 
 use crate::check::Check;
 
@@ -19,6 +24,11 @@ pub fn registry() -> Vec<Check> {
     all.extend(firewall::checks());
     all.extend(kilo::checks());
     all.extend(sysctl::checks());
+    all.extend(ssh::checks());
+    all.extend(accounts::checks());
+    all.extend(file_permissions::checks());
+    all.extend(world_writable::checks());
+    all.extend(sudo::checks());
     all
 }
 

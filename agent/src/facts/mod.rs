@@ -8,12 +8,17 @@
 //! problems are kept inside the fact (as [`FactError`]) and become `error`
 //! findings in the checks that needed it.
 
+pub mod accounts;
 pub mod clock;
 pub mod firewall;
+pub mod login_defs;
 pub mod node;
 pub mod sockets;
+pub mod sshd;
+pub mod sudoers;
 pub mod sysctl;
 pub mod wireguard;
+pub mod world_writable;
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;

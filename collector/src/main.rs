@@ -1,0 +1,25 @@
+//! `kosmos-collector`: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kosmos_collector::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KOSMOS_COLLECTOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            eprintln!("kosmos-collector: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Storage of nodes, enrollment tokens, raw signed envelopes, the latest
+//! finding per node and check, and chain events.
+//!
+//! [`Store`] is the boundary: SQLite implements it now (embedded, the
+//! default); a PostgreSQL implementation can follow for several collector
+//! replicas. Ingest is a batch operation so that the writer can commit many
+//! envelopes in one durable transaction: an ack is sent only after the
+//! transaction holding its envelope has committed.
+
+pub mod sqlite;
+pub mod writer;
+
+use kosmos_proto::v1::AttestationBody;
+
+/// Errors from the store. Each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database error while {doing}: {source}")]
+    Sql {
+        doing: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the ingest transaction failed: {0}")]
+    Batch(String),
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sql { doing, source }
+}
+
+/// What happened to an enrollment token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Valid and now consumed.
+    Accepted,
+    Unknown,
+    AlreadyUsed,
+    Expired,
+}
+
+/// An enrolled node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    pub hostname: String,
+    pub machine_id: String,
+    /// The client certificate issued at enrollment (DER).
+    pub cert_der: Vec<u8>,
+    /// SHA-256 of `cert_der`: only this certificate is accepted for the node.
+    pub cert_sha256: [u8; 32],
+    pub enrolled_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub head_seq: u64,
+    pub head_hash: Option<[u8; 32]>,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// A new node to record at enrollment.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: String,
+    pub hostname: String,
+    pub machine_id: String,
+    pub cert_der: Vec<u8>,
+    pub enrolled_at_ms: i64,
+}
+
+/// One verified envelope to store: the signature was checked against the
+/// node's certificate key and the body's node id against the certificate.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    pub node_id: String,
+    pub body_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub body: AttestationBody,
+    pub received_at_ms: i64,
+}
+
+/// The outcome of one ingested envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestResult {
+    /// Stored (or an identical copy was already stored); `head_seq` is the
+    /// highest seq now durably stored for the node.
+    Acked { head_seq: u64 },
+    /// Refused; the reason is sent to the agent and recorded as an event.
+    Refused { reason: String },
+}
+
+/// A chain or security event recorded on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub node_id: String,
+    pub seq: Option<u64>,
+    /// `gap`, `fork`, `replay`, `spool_overflow`, `clock_skew`,
+    /// `clock_backwards`, `bad_signature`, `identity_mismatch`, `revoked`.
+    pub kind: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// A stored envelope, verbatim: (seq, body, signature).
+pub type StoredEnvelope = (u64, Vec<u8>, Vec<u8>);
+
+/// The persistence boundary of the collector.
+pub trait Store: Send {
+    fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError>;
+    /// Consume a one-time token atomically.
+    fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError>;
+    fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError>;
+    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Mark a node revoked; false when there is no such node.
+    fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Store a batch of verified envelopes in one durable transaction.
+    fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError>;
+    fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError>;
+    fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError>;
+    /// Raw stored envelopes of a node in seq order: (seq, body, signature).
+    fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,665 @@
+//! The embedded SQLite store (the default).
+//!
+//! WAL mode with `synchronous=FULL`: a commit is on disk when it returns, so
+//! an acked envelope survives a crash or power loss. Throughput comes from
+//! batching (one transaction, one fsync, for many envelopes), done by the
+//! dedicated writer in [`super::writer`].
+//!
+//! The latest finding per (node, check) is rewritten only when it changed;
+//! an in-memory digest of each stored finding avoids a write per finding per
+//! report, which is what makes thousands of reports a second possible.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use kosmos_proto::chain::{self, ChainHead, ChainStep};
+use kosmos_proto::v1::Trigger;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::{
+    IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError, StoredEnvelope, TokenUse, sql,
+};
+
+/// A body created this far in the future (by the collector's clock) is a
+/// clock anomaly on the node.
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    sha256 BLOB PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    used_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    machine_id TEXT NOT NULL,
+    cert_der BLOB NOT NULL,
+    cert_sha256 BLOB NOT NULL,
+    enrolled_ms INTEGER NOT NULL,
+    revoked_ms INTEGER,
+    head_seq INTEGER NOT NULL DEFAULT 0,
+    head_hash BLOB,
+    last_created_ms INTEGER,
+    last_seen_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS envelopes (
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    body_sha256 BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    trigger INTEGER NOT NULL,
+    pass INTEGER, fail INTEGER, error INTEGER, not_applicable INTEGER, waived INTEGER,
+    PRIMARY KEY (node_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS findings_latest (
+    node_id TEXT NOT NULL,
+    check_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    family TEXT NOT NULL,
+    title TEXT NOT NULL,
+    finding_json TEXT NOT NULL,
+    changed_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, check_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    seq INTEGER,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_node ON events(node_id, id);
+";
+
+/// The parts of a report the store indexes.
+#[derive(Deserialize)]
+struct ReportIndex<'a> {
+    #[serde(borrow)]
+    results: Vec<&'a RawValue>,
+    summary: Counts,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct Counts {
+    pass: i64,
+    fail: i64,
+    error: i64,
+    not_applicable: i64,
+    waived: i64,
+}
+
+#[derive(Deserialize)]
+struct FindingIndex<'a> {
+    id: &'a str,
+    status: &'a str,
+    severity: &'a str,
+    family: &'a str,
+    title: &'a str,
+}
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    conn: Connection,
+    /// (node, check) -> digest of the stored finding JSON.
+    finding_digests: HashMap<String, HashMap<String, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Open (and create) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(SqliteStore { conn, finding_digests: HashMap::new() })
+    }
+
+    fn load_digests(&mut self, node_id: &str) -> Result<(), StoreError> {
+        if self.finding_digests.contains_key(node_id) {
+            return Ok(());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT check_id, finding_json FROM findings_latest WHERE node_id = ?1")
+            .map_err(sql("loading findings"))?;
+        let rows = stmt
+            .query_map([node_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sql("loading findings"))?;
+        let mut map = HashMap::new();
+        for row in rows {
+            let (check, json) = row.map_err(sql("loading findings"))?;
+            map.insert(check, Sha256::digest(json.as_bytes()).into());
+        }
+        self.finding_digests.insert(node_id.to_string(), map);
+        Ok(())
+    }
+}
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
+    let sha: Vec<u8> = r.get(4)?;
+    let head_hash: Option<Vec<u8>> = r.get(8)?;
+    Ok(NodeRecord {
+        id: r.get(0)?,
+        hostname: r.get(1)?,
+        machine_id: r.get(2)?,
+        cert_der: r.get(3)?,
+        cert_sha256: sha.as_slice().try_into().unwrap_or([0; 32]),
+        enrolled_at_ms: r.get(5)?,
+        revoked_at_ms: r.get(6)?,
+        head_seq: r.get::<_, i64>(7)?.try_into().unwrap_or(0),
+        head_hash: head_hash.and_then(|h| h.as_slice().try_into().ok()),
+        last_seen_ms: r.get(9)?,
+    })
+}
+
+const NODE_COLUMNS: &str =
+    "id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms, revoked_ms, head_seq, head_hash, last_seen_ms";
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// (revoked_ms, head_seq, head_hash, last_created_ms) of a node.
+type HeadRow = (Option<i64>, i64, Option<Vec<u8>>, Option<i64>);
+
+/// Per-transaction state of one node during a batch.
+struct NodeState {
+    revoked: bool,
+    head: Option<ChainHead>,
+    last_created_ms: Option<i64>,
+}
+
+impl SqliteStore {
+    fn event_tx(tx: &rusqlite::Transaction<'_>, e: &NodeEvent) -> Result<(), StoreError> {
+        tx.prepare_cached("INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| s.execute(params![e.node_id, e.seq.map(seq_i64), e.kind, e.detail, e.at_ms]))
+            .map_err(sql("recording an event"))?;
+        Ok(())
+    }
+
+    fn ingest_one(
+        tx: &rusqlite::Transaction<'_>,
+        digests: &mut HashMap<String, [u8; 32]>,
+        state: &mut NodeState,
+        item: &IngestItem,
+        now_ms: i64,
+    ) -> Result<IngestResult, StoreError> {
+        let body = &item.body;
+        let event = |kind: &str, detail: String| NodeEvent {
+            node_id: item.node_id.clone(),
+            seq: Some(body.seq),
+            kind: kind.to_string(),
+            detail,
+            at_ms: now_ms,
+        };
+        let head_seq = state.head.map_or(0, |h| h.seq);
+        if state.revoked {
+            Self::event_tx(tx, &event("revoked", "envelope from a revoked node refused".into()))?;
+            return Ok(IngestResult::Refused { reason: "node certificate is revoked".into() });
+        }
+        let hash = chain::body_hash(&item.body_bytes);
+        match chain::classify(state.head, body) {
+            ChainStep::Old => {
+                let stored: Option<Vec<u8>> = tx
+                    .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
+                    .and_then(|mut s| s.query_row(params![item.node_id, seq_i64(body.seq)], |r| r.get(0)).optional())
+                    .map_err(sql("looking up an envelope"))?;
+                match stored {
+                    Some(h) if h == hash => {
+                        Self::event_tx(
+                            tx,
+                            &event(
+                                "replay",
+                                format!("identical envelope for seq {} already stored; ignored", body.seq),
+                            ),
+                        )?;
+                    }
+                    Some(h) => {
+                        Self::event_tx(
+                            tx,
+                            &event(
+                                "fork",
+                                format!(
+                                    "a different body for seq {} (sha256 {}) than the stored one ({}); the first is kept",
+                                    body.seq,
+                                    hex(&hash),
+                                    hex(&h)
+                                ),
+                            ),
+                        )?;
+                    }
+                    None => {
+                        Self::event_tx(
+                            tx,
+                            &event(
+                                "replay",
+                                format!(
+                                    "seq {} arrived after the head {head_seq} and was never stored; ignored",
+                                    body.seq
+                                ),
+                            ),
+                        )?;
+                    }
+                }
+                return Ok(IngestResult::Acked { head_seq });
+            }
+            ChainStep::Gap { first_missing, last_missing } => {
+                Self::event_tx(
+                    tx,
+                    &event("gap", format!("seq {first_missing}..={last_missing} missing before seq {}", body.seq)),
+                )?;
+            }
+            ChainStep::Fork { expected_prev } => {
+                Self::event_tx(
+                    tx,
+                    &event(
+                        "fork",
+                        format!(
+                            "prev_hash {} does not name the stored head {} (seq {head_seq}): the chain was broken",
+                            hex(&body.prev_hash),
+                            hex(&expected_prev)
+                        ),
+                    ),
+                )?;
+            }
+            ChainStep::Next => {}
+        }
+        if body.trigger == Trigger::Gap as i32 {
+            let d = body.dropped.clone().unwrap_or_default();
+            Self::event_tx(
+                tx,
+                &event(
+                    "spool_overflow",
+                    format!("agent dropped seq {}..={} before delivery: {}", d.first_seq, d.last_seq, d.reason),
+                ),
+            )?;
+        }
+        if body.created_at_unix_ms > now_ms + CLOCK_SKEW_MS {
+            Self::event_tx(
+                tx,
+                &event(
+                    "clock_skew",
+                    format!("created {} ms ahead of the collector's clock", body.created_at_unix_ms - now_ms),
+                ),
+            )?;
+        }
+        if let Some(prev) = state.last_created_ms
+            && body.created_at_unix_ms + 1000 < prev
+        {
+            Self::event_tx(
+                tx,
+                &event(
+                    "clock_backwards",
+                    format!("created {} ms before the previous envelope", prev - body.created_at_unix_ms),
+                ),
+            )?;
+        }
+        let mut counts: Option<Counts> = None;
+        if !body.report_json.is_empty() {
+            match serde_json::from_slice::<ReportIndex<'_>>(&body.report_json) {
+                Ok(report) => {
+                    counts = Some(report.summary);
+                    for raw in report.results {
+                        let Ok(f) = serde_json::from_str::<FindingIndex<'_>>(raw.get()) else { continue };
+                        let digest: [u8; 32] = Sha256::digest(raw.get().as_bytes()).into();
+                        if digests.get(f.id) == Some(&digest) {
+                            continue;
+                        }
+                        tx.prepare_cached(
+                            "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                             ON CONFLICT(node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                               severity = excluded.severity, family = excluded.family, title = excluded.title,
+                               finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                item.node_id,
+                                f.id,
+                                seq_i64(body.seq),
+                                f.status,
+                                f.severity,
+                                f.family,
+                                f.title,
+                                raw.get(),
+                                body.created_at_unix_ms
+                            ])
+                        })
+                        .map_err(sql("storing a finding"))?;
+                        digests.insert(f.id.to_string(), digest);
+                    }
+                }
+                Err(e) => {
+                    Self::event_tx(
+                        tx,
+                        &event("malformed_report", format!("signed report is not a valid report: {e}")),
+                    )?;
+                }
+            }
+        }
+        let c = counts.unwrap_or_default();
+        tx.prepare_cached(
+            "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger,
+                                    pass, fail, error, not_applicable, waived)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                item.node_id,
+                seq_i64(body.seq),
+                item.body_bytes,
+                item.signature,
+                hash.as_slice(),
+                body.created_at_unix_ms,
+                item.received_at_ms,
+                body.trigger,
+                counts.map(|_| c.pass),
+                counts.map(|_| c.fail),
+                counts.map(|_| c.error),
+                counts.map(|_| c.not_applicable),
+                counts.map(|_| c.waived)
+            ])
+        })
+        .map_err(sql("storing an envelope"))?;
+        tx.prepare_cached(
+            "UPDATE nodes SET head_seq = ?2, head_hash = ?3, last_created_ms = ?4, last_seen_ms = ?5 WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.execute(params![item.node_id, seq_i64(body.seq), hash.as_slice(), body.created_at_unix_ms, now_ms])
+        })
+        .map_err(sql("updating the node head"))?;
+        state.head = Some(ChainHead { seq: body.seq, hash });
+        state.last_created_ms = Some(body.created_at_unix_ms);
+        Ok(IngestResult::Acked { head_seq: body.seq })
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tokens (sha256, created_ms, expires_ms) VALUES (?1, ?2, ?3)",
+                params![token_sha256.as_slice(), created_ms, expires_ms],
+            )
+            .map_err(sql("creating a token"))?;
+        Ok(())
+    }
+
+    fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("consuming a token"))?;
+        let row: Option<(i64, Option<i64>)> = tx
+            .query_row("SELECT expires_ms, used_ms FROM tokens WHERE sha256 = ?1", [token_sha256.as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(sql("consuming a token"))?;
+        let verdict = match row {
+            None => TokenUse::Unknown,
+            Some((_, Some(_))) => TokenUse::AlreadyUsed,
+            Some((exp, None)) if exp <= now_ms => TokenUse::Expired,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE tokens SET used_ms = ?2 WHERE sha256 = ?1",
+                    params![token_sha256.as_slice(), now_ms],
+                )
+                .map_err(sql("consuming a token"))?;
+                TokenUse::Accepted
+            }
+        };
+        tx.commit().map_err(sql("consuming a token"))?;
+        Ok(verdict)
+    }
+
+    fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
+        let sha: [u8; 32] = Sha256::digest(&node.cert_der).into();
+        self.conn
+            .execute(
+                "INSERT INTO nodes (id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![node.id, node.hostname, node.machine_id, node.cert_der, sha.as_slice(), node.enrolled_at_ms],
+            )
+            .map_err(sql("recording a node"))?;
+        Ok(())
+    }
+
+    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.conn
+            .query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"), [id], node_from_row)
+            .optional()
+            .map_err(sql("reading a node"))
+    }
+
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+            .map_err(sql("listing nodes"))?;
+        let rows = stmt.query_map([], node_from_row).map_err(sql("listing nodes"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql("listing nodes"))
+    }
+
+    fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("UPDATE nodes SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE id = ?1", params![id, now_ms])
+            .map_err(sql("revoking a node"))?;
+        Ok(n > 0)
+    }
+
+    fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError> {
+        for item in batch {
+            self.load_digests(&item.node_id)?;
+        }
+        let mut digests = std::mem::take(&mut self.finding_digests);
+        let result = (|| {
+            let tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
+            let mut states: HashMap<String, NodeState> = HashMap::new();
+            let mut results = Vec::with_capacity(batch.len());
+            for item in batch {
+                if !states.contains_key(&item.node_id) {
+                    let row: Option<HeadRow> = tx
+                        .prepare_cached(
+                            "SELECT revoked_ms, head_seq, head_hash, last_created_ms FROM nodes WHERE id = ?1",
+                        )
+                        .and_then(|mut s| {
+                            s.query_row([&item.node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                                .optional()
+                        })
+                        .map_err(sql("reading a node head"))?;
+                    let Some((revoked, head_seq, head_hash, last_created)) = row else {
+                        results.push(IngestResult::Refused { reason: "unknown node".into() });
+                        continue;
+                    };
+                    let head = match (u64::try_from(head_seq), head_hash.and_then(|h| <[u8; 32]>::try_from(h).ok())) {
+                        (Ok(seq), Some(hash)) if seq > 0 => Some(ChainHead { seq, hash }),
+                        _ => None,
+                    };
+                    states.insert(
+                        item.node_id.clone(),
+                        NodeState { revoked: revoked.is_some(), head, last_created_ms: last_created },
+                    );
+                }
+                let Some(state) = states.get_mut(&item.node_id) else { continue };
+                let node_digests = digests.entry(item.node_id.clone()).or_default();
+                results.push(Self::ingest_one(&tx, node_digests, state, item, now_ms)?);
+            }
+            tx.commit().map_err(sql("committing an ingest transaction"))?;
+            Ok(results)
+        })();
+        // On failure the transaction rolled back: the cached digests may
+        // describe rows that were never written, so drop them.
+        if result.is_ok() {
+            self.finding_digests = digests;
+        }
+        result
+    }
+
+    fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![event.node_id, event.seq.map(seq_i64), event.kind, event.detail, event.at_ms],
+            )
+            .map_err(sql("recording an event"))?;
+        Ok(())
+    }
+
+    fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT node_id, seq, kind, detail, at_ms FROM events WHERE node_id = ?1 ORDER BY id")
+            .map_err(sql("listing events"))?;
+        let rows = stmt
+            .query_map([node_id], |r| {
+                Ok(NodeEvent {
+                    node_id: r.get(0)?,
+                    seq: r.get::<_, Option<i64>>(1)?.and_then(|s| u64::try_from(s).ok()),
+                    kind: r.get(2)?,
+                    detail: r.get(3)?,
+                    at_ms: r.get(4)?,
+                })
+            })
+            .map_err(sql("listing events"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql("listing events"))
+    }
+
+    fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, body, signature FROM envelopes WHERE node_id = ?1 ORDER BY seq")
+            .map_err(sql("listing envelopes"))?;
+        let rows = stmt
+            .query_map([node_id], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sql("listing envelopes"))?;
+        rows.map(|r| r.map(|(s, b, g)| (u64::try_from(s).unwrap_or(0), b, g)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("listing envelopes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kosmos_proto::v1::AttestationBody;
+    use prost::Message;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&d.path().join("c.db")).unwrap();
+        (d, s)
+    }
+
+    fn enroll(s: &mut SqliteStore, id: &str) {
+        s.insert_node(&NewNode {
+            id: id.into(),
+            hostname: "h".into(),
+            machine_id: "m".into(),
+            cert_der: vec![1, 2, 3],
+            enrolled_at_ms: 0,
+        })
+        .unwrap();
+    }
+
+    fn item(node: &str, seq: u64, prev: [u8; 32], report: &str) -> IngestItem {
+        let body = AttestationBody {
+            node_id: node.into(),
+            seq,
+            prev_hash: prev.to_vec(),
+            created_at_unix_ms: 1_000 * seq as i64,
+            report_json: report.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        IngestItem {
+            node_id: node.into(),
+            body_bytes: body.encode_to_vec(),
+            signature: vec![0; 64],
+            body,
+            received_at_ms: 0,
+        }
+    }
+
+    const REPORT: &str = r#"{"summary":{"pass":1,"fail":1,"error":0,"not_applicable":0,"waived":0},
+        "results":[{"id":"a.b","status":"pass","severity":"low","family":"a","title":"t"},
+                   {"id":"a.c","status":"fail","severity":"high","family":"a","title":"u"}]}"#;
+
+    #[test]
+    fn tokens_are_single_use_and_expire() {
+        let (_d, mut s) = store();
+        s.create_token(&[1; 32], 0, 100).unwrap();
+        s.create_token(&[2; 32], 0, 100).unwrap();
+        assert_eq!(s.consume_token(&[1; 32], 50).unwrap(), TokenUse::Accepted);
+        assert_eq!(s.consume_token(&[1; 32], 60).unwrap(), TokenUse::AlreadyUsed);
+        assert_eq!(s.consume_token(&[2; 32], 100).unwrap(), TokenUse::Expired);
+        assert_eq!(s.consume_token(&[3; 32], 1).unwrap(), TokenUse::Unknown);
+    }
+
+    #[test]
+    fn chain_events_and_idempotent_ingest() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n1");
+        let i1 = item("n1", 1, chain::GENESIS_PREV_HASH, REPORT);
+        let h1 = chain::body_hash(&i1.body_bytes);
+        let i2 = item("n1", 2, h1, REPORT);
+        let r = s.ingest(&[i1.clone(), i2.clone()], 10).unwrap();
+        assert_eq!(r, vec![IngestResult::Acked { head_seq: 1 }, IngestResult::Acked { head_seq: 2 }]);
+        // Re-sent: stored once, acked at the head, recorded as a replay.
+        assert_eq!(s.ingest(&[i1], 11).unwrap(), vec![IngestResult::Acked { head_seq: 2 }]);
+        assert_eq!(s.envelopes("n1").unwrap().len(), 2);
+        // A skipped sequence and a forked one.
+        let h2 = chain::body_hash(&i2.body_bytes);
+        let i5 = item("n1", 5, h2, REPORT);
+        let h5 = chain::body_hash(&i5.body_bytes);
+        s.ingest(&[i5], 12).unwrap();
+        s.ingest(&[item("n1", 6, [9; 32], REPORT)], 13).unwrap();
+        let _ = h5;
+        let kinds: Vec<String> = s.events("n1").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["replay", "gap", "fork"]);
+        // Latest findings are indexed.
+        let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM findings_latest", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn revoked_and_unknown_nodes_are_refused() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n1");
+        assert!(s.revoke_node("n1", 5).unwrap());
+        assert!(!s.revoke_node("nope", 5).unwrap());
+        let r = s.ingest(&[item("n1", 1, chain::GENESIS_PREV_HASH, REPORT)], 10).unwrap();
+        assert!(matches!(&r[0], IngestResult::Refused { .. }));
+        let r = s.ingest(&[item("n2", 1, chain::GENESIS_PREV_HASH, REPORT)], 10).unwrap();
+        assert!(matches!(&r[0], IngestResult::Refused { .. }));
+    }
+
+    #[test]
+    fn malformed_report_is_stored_and_flagged() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n1");
+        s.ingest(&[item("n1", 1, chain::GENESIS_PREV_HASH, "{not json")], 10).unwrap();
+        assert_eq!(s.envelopes("n1").unwrap().len(), 1);
+        assert_eq!(s.events("n1").unwrap()[0].kind, "malformed_report");
+    }
+}

@@ -1,0 +1,13 @@
+//! kosmos-proto: the `kosmos.attest.v1` protocol shared by the agent and the
+//! collector, and the cryptographic helpers both sides must agree on exactly:
+//! envelope signing and verification, the hash chain, and node identity
+//! carried in certificates.
+
+pub mod chain;
+pub mod identity;
+
+/// Generated protobuf and gRPC code for `kosmos.attest.v1`.
+#[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("kosmos.attest.v1");
+}
