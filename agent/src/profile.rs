@@ -19,6 +19,7 @@ use crate::check::Check;
 pub const BUILTIN: &[(&str, &str)] = &[
     ("linux-baseline", include_str!("../profiles/linux-baseline.toml")),
     ("kosmos-external", include_str!("../profiles/kosmos-external.toml")),
+    ("hds", include_str!("../profiles/hds.toml")),
 ];
 
 /// The profile used when none is given.

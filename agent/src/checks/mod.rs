@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod controlplane;
 pub mod exposure;
 pub mod file_permissions;
 pub mod firewall;
@@ -20,6 +21,7 @@ use crate::check::Check;
 pub fn registry() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(clock::checks());
+    all.extend(controlplane::checks());
     all.extend(exposure::checks());
     all.extend(firewall::checks());
     all.extend(kilo::checks());

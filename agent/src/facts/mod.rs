@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod controlplane;
 pub mod firewall;
 pub mod login_defs;
 pub mod node;
