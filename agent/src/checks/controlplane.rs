@@ -396,7 +396,7 @@ mod tests {
     fn layer_failure(o: &crate::model::Outcome, layer: &str, detail: &str) {
         assert_eq!(o.status, Status::Fail, "{o:?}");
         let r = o.reason.as_deref().unwrap();
-        assert!(r.contains(&format!("at the {layer} layer")) && r.contains(detail), "{r}");
+        assert!(r.contains(&format!("at the {layer}")) && r.contains(detail), "{r}");
     }
 
     #[test]
