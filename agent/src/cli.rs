@@ -154,6 +154,9 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
     }
     let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today: chrono::Utc::now().date_naive() };
     let report = engine::run(&host, registry, &opts);
+    if host.is_live() {
+        crate::checks::firewall::record_snapshot(&report, &profile);
+    }
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

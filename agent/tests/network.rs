@@ -493,3 +493,71 @@ fn ruleset_17_legacy_only_ipv6_ip6tables() {
     assert_eq!(status(&r, "exposure.kilo_udp_allowed"), "pass");
     confirm(&lab, &r, &[8080], &[51820], &["tcp/8080/v6", "udp/51820/v4"]);
 }
+
+#[test]
+fn ruleset_18_drift_between_runs() {
+    let Some(lab) = lab() else { return };
+    lab.nft("table inet f { chain input { type filter hook input priority 0; policy drop;\n tcp dport 22 accept } }\n");
+    let dir = tempfile::tempdir().unwrap();
+    let params = format!("[params.\"firewall.ruleset_drift\"]\nsnapshot_file = \"{}/s.json\"\n", dir.path().display());
+    let run = |lab: &Lab| {
+        let profile = dir.path().join("p.toml");
+        std::fs::write(
+            &profile,
+            format!(
+                "[profile]\nname = \"d\"\nversion = \"1\"\n[checks]\ninclude = [\"firewall.ruleset_drift\"]\n{params}"
+            ),
+        )
+        .unwrap();
+        let exe = env!("CARGO_BIN_EXE_kosmos-node-agent");
+        let out = lab.server.exec(
+            exe,
+            &["check", "--output", "json", "--fail-on", "none", "--profile", profile.to_str().unwrap()],
+            None,
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(status(&run(&lab), "firewall.ruleset_drift"), "not_applicable");
+    assert_eq!(status(&run(&lab), "firewall.ruleset_drift"), "pass");
+    lab.nft("add rule inet f input tcp dport 8080 accept\n");
+    let r = run(&lab);
+    let f = common::finding(&r, "firewall.ruleset_drift");
+    assert_eq!(f["status"], "fail");
+    assert!(f["observed"]["added"].to_string().contains("8080"), "{f}");
+}
+
+#[test]
+fn api_server_black_holed_times_out() {
+    let Some(lab) = lab() else { return };
+    // The "API server" address is in the server namespace, which drops 6443.
+    lab.nft(
+        "table inet f { chain input { type filter hook input priority 0; policy accept;\n tcp dport 6443 drop } }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n").unwrap();
+    let kc = dir.path().join("kubelet.conf");
+    std::fs::write(
+        &kc,
+        format!(
+            "clusters:\n- name: c\n  cluster:\n    server: https://{SERVER_V4}:6443\n    certificate-authority: {}\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(&profile, format!("[profile]\nname = \"b\"\nversion = \"1\"\n[checks]\ninclude = [\"controlplane.api_server_reachable\"]\n[params.\"controlplane.api_server_reachable\"]\nkubeconfig = \"{}\"\nconnect_timeout_ms = 300\ntls_timeout_ms = 300\n", kc.display())).unwrap();
+    let exe = env!("CARGO_BIN_EXE_kosmos-node-agent");
+    let start = std::time::Instant::now();
+    let out = lab.client.exec(
+        exe,
+        &["check", "--output", "json", "--fail-on", "none", "--profile", profile.to_str().unwrap()],
+        None,
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = common::finding(&r, "controlplane.api_server_reachable");
+    assert_eq!(f["status"], "fail", "{f}");
+    let reason = f["reason"].as_str().unwrap();
+    assert!(reason.contains("TCP 6443") && reason.contains("no answer"), "{reason}");
+}

@@ -230,6 +230,30 @@ fn drift(facts: &Facts<'_>, params: &Params) -> Outcome {
     o
 }
 
+/// After a live run, keep the ruleset snapshot of `firewall.ruleset_drift`
+/// for the next run to compare with. Best effort: a read-only or missing
+/// state directory only means the next run has no reference (and says so).
+pub fn record_snapshot(report: &crate::report::Report, profile: &crate::profile::Profile) {
+    let Some(f) = report.results.iter().find(|f| f.id == "firewall.ruleset_drift") else { return };
+    let Some(snap) = f.observed.as_ref().and_then(|o| o.get("snapshot")).filter(|s| s["lines"].is_array()) else {
+        return;
+    };
+    let path = profile
+        .params
+        .get("firewall.ruleset_drift")
+        .and_then(|p| p.get("snapshot_file"))
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_SNAPSHOT_FILE);
+    let path = std::path::Path::new(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension("json.tmp");
+    if std::fs::write(&tmp, snap.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
 pub fn checks() -> Vec<Check> {
     vec![
         internet_params(Check::new(
