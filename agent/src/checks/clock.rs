@@ -18,6 +18,12 @@ fn synchronized(facts: &Facts<'_>, params: &Params) -> Outcome {
         ClockFacts::Unknown(errs) => {
             return Outcome::error(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
         }
+        ClockFacts::NoSource(why) => {
+            return Outcome::fail()
+                .observed(json!({"synchronized": false}))
+                .evidence("time sources", why.clone())
+                .note(why.clone());
+        }
         ClockFacts::Known(s) => s,
     };
     let max = params.int("max_offset_ms");
@@ -72,6 +78,8 @@ mod tests {
         let d = root_with(&[("/run/systemd/timesync/synchronized", "")]);
         assert_eq!(eval("clock.synchronized", &live(d.path())).status, Status::Pass);
         let d = root_with(&[("/etc/hostname", "x")]);
+        assert_eq!(eval("clock.synchronized", &live(d.path())).status, Status::Fail);
+        let d = root_with(&[("/.commands/timedatectl_show", "garbage\n")]);
         assert_eq!(eval("clock.synchronized", &live(d.path())).status, Status::Error);
         let d = root_with(&[("/.commands/chronyc_-c_tracking.timeout", "")]);
         let o = eval("clock.synchronized", &live(d.path()));

@@ -122,6 +122,10 @@ mod tests {
             ("/.commands/wg_show_kilo0_dump.stderr", "Unable to access interface: No such device\n"),
         ]);
         assert_eq!(eval("kilo.wireguard_listen_port", &live(d.path())).status, Status::Fail);
+        let d = root_with(&[("/etc/hostname", "x")]);
+        assert_eq!(eval("kilo.wireguard_listen_port", &live(d.path())).status, Status::Fail);
+        crate::testutil::write(d.path(), "/sys/class/net/kilo0/mtu", b"1420");
+        assert_eq!(eval("kilo.wireguard_listen_port", &live(d.path())).status, Status::Error);
         let d = root_with(&[("/.commands/wg_show_kilo0_dump", "garbage")]);
         assert_eq!(eval("kilo.peer_handshake_recent", &live(d.path())).status, Status::Error);
         let d = root_with(&[("/.commands/wg_show_kilo0_dump.timeout", "")]);

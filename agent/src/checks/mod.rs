@@ -10,6 +10,10 @@ pub mod exposure;
 pub mod file_permissions;
 pub mod firewall;
 pub mod kilo;
+pub mod kmod;
+pub mod logging;
+pub mod mounts;
+pub mod services;
 pub mod ssh;
 pub mod sudo;
 pub mod sysctl;
@@ -31,6 +35,10 @@ pub fn registry() -> Vec<Check> {
     all.extend(file_permissions::checks());
     all.extend(world_writable::checks());
     all.extend(sudo::checks());
+    all.extend(kmod::checks());
+    all.extend(mounts::checks());
+    all.extend(services::checks());
+    all.extend(logging::checks());
     all
 }
 

@@ -21,8 +21,10 @@ pub struct ClockState {
 pub enum ClockFacts {
     Offline,
     Known(ClockState),
-    /// No source could be read; the errors of each attempt.
+    /// A source exists but could not be read; the errors of each attempt.
     Unknown(Vec<FactError>),
+    /// No time synchronisation source at all: nothing keeps the clock right.
+    NoSource(String),
 }
 
 /// Parse `chronyc -c tracking` (CSV; field 2 is the stratum, field 4 the
@@ -74,6 +76,8 @@ fn from_command(
         Ok(out) if out.success() => {
             parse(out.stdout_text(&shown)?).map(Some).map_err(|e| FactError::new(format!("{shown}: {e}")))
         }
+        // timedatectl without systemd as PID 1 (containers): no source.
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("not been booted with systemd") => Ok(None),
         Ok(out) => Err(FactError::new(format!(
             "{shown}: exit status {:?}: {}",
             out.status,
@@ -111,9 +115,9 @@ impl Gather for ClockFacts {
             });
         }
         if errors.is_empty() {
-            errors.push(FactError::new(format!(
-                "no time source to ask: chronyc and timedatectl are not installed and {flag} does not exist"
-            )));
+            return ClockFacts::NoSource(format!(
+                "no time synchronisation source: chronyc and timedatectl (with systemd) are unavailable and {flag} does not exist"
+            ));
         }
         ClockFacts::Unknown(errors)
     }

@@ -12,12 +12,18 @@ pub mod accounts;
 pub mod clock;
 pub mod controlplane;
 pub mod firewall;
+pub mod kernel_cmdline;
+pub mod kernel_modules;
+pub mod logging;
 pub mod login_defs;
+pub mod mounts;
 pub mod node;
+pub mod packages;
 pub mod sockets;
 pub mod sshd;
 pub mod sudoers;
 pub mod sysctl;
+pub mod systemd_units;
 pub mod wireguard;
 pub mod world_writable;
 

@@ -96,6 +96,10 @@ impl Gather for WireguardFacts {
                     WgState::Failed(FactError::new(format!("{command}: exit status {:?}: {err}", out.status)))
                 }
             }
+            // Without wg the interface may still be known to the kernel.
+            Err(e) if e.is_unavailable() && !host.exists(&format!("/sys/class/net/{KILO_IFACE}")) => {
+                WgState::Missing(format!("{e}; /sys/class/net/{KILO_IFACE} does not exist"))
+            }
             Err(e) => WgState::Failed(e.into()),
         };
         WireguardFacts { command, state }

@@ -1,0 +1,311 @@
+//! Shared helpers for the end-to-end tests: the real `kosmos-collector` and
+//! `kosmos-node-agent` binaries started on loopback in temporary directories,
+//! plus a hand-driven node client that can send crafted envelopes (tampered,
+//! replayed, forked) with a real enrolled identity.
+//!
+//! The binaries are located next to the test executable's target directory
+//! (`target/<profile>/`); `cargo test --workspace` builds them first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use kosmos_proto::v1::attestation_client::AttestationClient;
+use kosmos_proto::v1::{Ack, AttestationBody, AttestationEnvelope};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Path of a workspace binary built for this test run.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        p.display()
+    );
+    p
+}
+
+/// Run a command to completion, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A collector process with its own data directory.
+pub struct Collector {
+    pub data_dir: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Collector {
+    pub fn cmd(data_dir: &Path) -> Command {
+        let mut c = Command::new(bin("kosmos-collector"));
+        c.arg("--config").arg(data_dir.join("collector.toml")).arg("--data-dir").arg(data_dir);
+        c.env("KOSMOS_COLLECTOR_LOG", "warn");
+        c
+    }
+
+    /// Start a collector on 127.0.0.1 (a free port, or `port` to reuse one).
+    pub fn start(data_dir: &Path, port: u16) -> Collector {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let cfg = data_dir.join("collector.toml");
+        if !cfg.exists() {
+            std::fs::write(&cfg, "# test collector\n").unwrap();
+        }
+        let _ = std::fs::remove_file(data_dir.join("grpc.addr"));
+        let mut child = Self::cmd(data_dir)
+            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "collector did not start: {line:?}");
+        let addr = std::fs::read_to_string(data_dir.join("grpc.addr")).unwrap().trim().to_string();
+        Collector { data_dir: data_dir.to_path_buf(), addr, child: Some(child) }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn token(&self, ttl: &str) -> String {
+        let (code, out, err) = run(Self::cmd(&self.data_dir).args(["token", "create", "--ttl", ttl]));
+        assert_eq!(code, 0, "token create: {err}");
+        out.lines().next().unwrap().trim().to_string()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let (code, out, err) = run(Self::cmd(&self.data_dir).args(["ca", "fingerprint"]));
+        assert_eq!(code, 0, "ca fingerprint: {err}");
+        out.trim().to_string()
+    }
+
+    pub fn revoke(&self, node: &str) {
+        let (code, _, err) = run(Self::cmd(&self.data_dir).args(["node", "revoke", node]));
+        assert_eq!(code, 0, "node revoke: {err}");
+    }
+
+    /// Stop with SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill with SIGKILL (a crash) and wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Open the store directly (as an auditor with access to the data dir would).
+    pub fn store(&self) -> kosmos_collector::store::sqlite::SqliteStore {
+        kosmos_collector::store::sqlite::SqliteStore::open(&self.data_dir.join("collector.db")).unwrap()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An agent's state and configuration in a temporary directory.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    pub fn new(dir: &Path) -> Agent {
+        let state_dir = dir.join("state");
+        std::fs::create_dir_all(dir).unwrap();
+        Agent { dir: dir.to_path_buf(), state_dir, config: dir.join("agent.toml") }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("kosmos-node-agent"));
+        c.env("KOSMOS_AGENT_LOG", "warn");
+        c
+    }
+
+    pub fn enroll(&self, collector: &Collector, token: &str, fingerprint: &str) -> (i32, String, String) {
+        run(self.cmd().args([
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            token,
+            "--ca-fingerprint",
+            fingerprint,
+            "--state-dir",
+            self.state_dir.to_str().unwrap(),
+        ]))
+    }
+
+    /// Write agent.toml pointing at `collector`, auditing the offline `root`.
+    pub fn configure(&self, collector_url: &str, root: &Path, extra: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "collector_url = \"{collector_url}\"\nstate_dir = \"{}\"\nroot = \"{}\"\nwatch = false\nbackoff_min_ms = 100\nbackoff_max_ms = 1000\n{extra}",
+                self.state_dir.display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+    }
+
+    pub fn run_once(&self) -> (i32, String, String) {
+        run(self.cmd().args(["run", "--once", "--timeout", "30", "--config", self.config.to_str().unwrap()]))
+    }
+
+    pub fn spawn_daemon(&self) -> Child {
+        self.cmd()
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn node_id(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("node_id")).unwrap().trim().to_string()
+    }
+
+    pub fn signing_key(&self) -> SigningKey {
+        let pem = std::fs::read_to_string(self.state_dir.join("key.pem")).unwrap();
+        SigningKey::from_pkcs8_pem(&pem).unwrap()
+    }
+
+    pub fn cert_der(&self) -> Vec<u8> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(self.state_dir.join("cert.pem")).unwrap();
+        CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap().to_vec()
+    }
+}
+
+/// A gRPC channel to the collector with the given client identity (or none).
+pub async fn channel(
+    collector: &Collector,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ca = std::fs::read_to_string(collector.data_dir.join("ca.pem")).unwrap();
+    channel_to(&collector.url(), &ca, identity).await
+}
+
+/// A gRPC channel to `url` trusting `ca_pem`, with an optional client identity.
+pub async fn channel_to(
+    url: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("127.0.0.1");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// The agent's own identity files, as PEM strings.
+pub fn identity_of(agent: &Agent) -> (String, String) {
+    (
+        std::fs::read_to_string(agent.state_dir.join("cert.pem")).unwrap(),
+        std::fs::read_to_string(agent.state_dir.join("key.pem")).unwrap(),
+    )
+}
+
+/// Send envelopes on one Attest stream and collect the acks (until the
+/// server closes or `expect` acks arrived).
+pub async fn attest(channel: Channel, envelopes: Vec<AttestationEnvelope>) -> Result<Vec<Ack>, tonic::Status> {
+    let expect = envelopes.len();
+    let mut client = AttestationClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(expect.max(1));
+    for e in envelopes {
+        tx.send(e).await.unwrap();
+    }
+    let mut inbound = client.attest(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks.len() < expect && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(ack))) => {
+                let stop = !ack.error.is_empty();
+                acks.push(ack);
+                if stop {
+                    break;
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => break,
+        }
+    }
+    drop(tx);
+    Ok(acks)
+}
+
+/// A body for node `node_id` at `seq` chained on `prev`.
+pub fn body(node_id: &str, seq: u64, prev: [u8; 32], report: &[u8]) -> AttestationBody {
+    AttestationBody {
+        node_id: node_id.to_string(),
+        seq,
+        prev_hash: prev.to_vec(),
+        created_at_unix_ms: time::OffsetDateTime::now_utc().unix_timestamp() * 1000,
+        agent_version: "e2e".into(),
+        profile_name: "e2e".into(),
+        profile_version: "1".into(),
+        trigger: kosmos_proto::v1::Trigger::Manual as i32,
+        report_json: report.to_vec(),
+        dropped: None,
+        families: Vec::new(),
+    }
+}
+
+/// Wait until `f` holds, polling, or panic after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
