@@ -21,11 +21,11 @@ use crate::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
 use crate::facts::Facts;
 use crate::facts::kubelet::drift::build_snapshot;
 use crate::facts::kubelet::{ConfigState, KubeletFacts};
+use crate::first_seen::FirstSeenHook;
 use crate::host::Host;
 use crate::model::Severity;
 use crate::profile::{DEFAULT_PROFILE, Profile, ProfileError};
 use crate::report::{junit, text};
-use crate::first_seen::FirstSeenHook;
 use crate::state::{DEFAULT_STATE_DIR, DriftHook, PINNED_SNAPSHOT, StateDir};
 
 /// Exit code when findings breach the threshold.
@@ -371,7 +371,8 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
     let state_dir = state_dir_for(&host, args.state_dir.as_deref());
     let drift = DriftHook::new(state_dir.as_deref().map_err(Clone::clone));
     let first_seen = FirstSeenHook::new(state_dir.as_deref().map_err(Clone::clone));
-    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen]);
+    let firewall = crate::checks::firewall::SnapshotHook { profile: &profile };
+    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen, &firewall]);
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

@@ -20,6 +20,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("linux-baseline", include_str!("../profiles/linux-baseline.toml")),
     ("kosmos-external", include_str!("../profiles/kosmos-external.toml")),
     ("cis-k8s-worker", include_str!("../profiles/cis-k8s-worker.toml")),
+    ("hds", include_str!("../profiles/hds.toml")),
 ];
 
 /// The profile used when none is given.

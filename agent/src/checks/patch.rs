@@ -19,8 +19,8 @@ use crate::facts::debversion::DebVersion;
 use crate::facts::packages::{PackageFacts, PackageFormat};
 use crate::facts::rpm::rpmvercmp;
 use crate::facts::updates::{Manager, PendingUpdate, UpdateFacts, UpdateStatus};
-use crate::model::{Evidence, Outcome, Severity};
 use crate::first_seen::FirstSeen;
+use crate::model::{Evidence, Outcome, Severity};
 
 mod autoupdate;
 

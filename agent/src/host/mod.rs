@@ -13,6 +13,7 @@
 //! or device, a symlink loop or non-UTF-8 text is an error, never a hang or a
 //! silently truncated value.
 
+pub mod net;
 pub mod runner;
 
 use std::fs::{File, Metadata};
