@@ -13,6 +13,9 @@ use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::identity;
 use kosmos_proto::v1::AttestationBody;
 
+/// The smallest well-formed report body (no findings).
+const EMPTY_REPORT: &[u8] = br#"{"summary":{"pass":0,"fail":0,"error":0,"not_applicable":0,"waived":0},"results":[]}"#;
+
 fn hardened_root() -> std::path::PathBuf {
     repo().join("tests/fixtures/hardened")
 }
@@ -143,7 +146,7 @@ fn attest_rejections() {
     let ca_key = std::fs::read_to_string(collector.data_dir.join("ca-key.pem")).unwrap();
     let rt = rt();
     rt.block_on(async {
-        let ok = chain::seal(&sk, &body(&node, 1, GENESIS_PREV_HASH, b"{}"));
+        let ok = chain::seal(&sk, &body(&node, 1, GENESIS_PREV_HASH, EMPTY_REPORT));
         // No client certificate: Attest refuses.
         let ch = channel(&collector, None).await.unwrap();
         let err = attest(ch, vec![ok.clone()]).await.unwrap_err();
@@ -177,7 +180,7 @@ fn attest_rejections() {
         let acks = attest(ch, vec![tampered]).await.unwrap();
         assert!(acks[0].error.contains("signature"), "{:?}", acks);
         // A body claiming another node's id, signed with this node's key.
-        let forged = chain::seal(&sk, &body("node-someoneelse", 1, GENESIS_PREV_HASH, b"{}"));
+        let forged = chain::seal(&sk, &body("node-someoneelse", 1, GENESIS_PREV_HASH, EMPTY_REPORT));
         let ch = channel(&collector, Some((&cert, &key))).await.unwrap();
         let acks = attest(ch, vec![forged]).await.unwrap();
         assert!(acks[0].error.contains("does not match"), "{:?}", acks);
@@ -195,7 +198,7 @@ fn attest_rejections() {
     assert_ne!(code, 0, "a revoked node delivered: {out}{err}");
     rt.block_on(async {
         let ch = channel(&collector, Some((&cert, &key))).await.unwrap();
-        let err = attest(ch, vec![chain::seal(&sk, &body(&node, 2, GENESIS_PREV_HASH, b"{}"))]).await.unwrap_err();
+        let err = attest(ch, vec![chain::seal(&sk, &body(&node, 2, GENESIS_PREV_HASH, EMPTY_REPORT))]).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
     });
     assert!(event_kinds(&collector, &node).contains(&"revoked".to_string()));
@@ -208,12 +211,12 @@ fn replayed_skipped_and_forked_sequences_become_node_events() {
     let node = agent.node_id();
     let (cert, key) = identity_of(&agent);
     let sk = agent.signing_key();
-    let e1 = chain::seal(&sk, &body(&node, 1, GENESIS_PREV_HASH, b"{}"));
+    let e1 = chain::seal(&sk, &body(&node, 1, GENESIS_PREV_HASH, EMPTY_REPORT));
     let h1 = chain::body_hash(&e1.body);
-    let e2 = chain::seal(&sk, &body(&node, 2, h1, b"{}"));
+    let e2 = chain::seal(&sk, &body(&node, 2, h1, EMPTY_REPORT));
     let h2 = chain::body_hash(&e2.body);
-    let e5 = chain::seal(&sk, &body(&node, 5, h2, b"{}"));
-    let e6 = chain::seal(&sk, &body(&node, 6, [7; 32], b"{}"));
+    let e5 = chain::seal(&sk, &body(&node, 5, h2, EMPTY_REPORT));
+    let e6 = chain::seal(&sk, &body(&node, 6, [7; 32], EMPTY_REPORT));
     let acks = rt().block_on(async {
         let ch = channel(&collector, Some((&cert, &key))).await.unwrap();
         attest(ch, vec![e1.clone(), e2, e1, e5, e6]).await.unwrap()
