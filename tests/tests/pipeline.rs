@@ -198,7 +198,8 @@ fn attest_rejections() {
     assert_ne!(code, 0, "a revoked node delivered: {out}{err}");
     rt.block_on(async {
         let ch = channel(&collector, Some((&cert, &key))).await.unwrap();
-        let err = attest(ch, vec![chain::seal(&sk, &body(&node, 2, GENESIS_PREV_HASH, EMPTY_REPORT))]).await.unwrap_err();
+        let err =
+            attest(ch, vec![chain::seal(&sk, &body(&node, 2, GENESIS_PREV_HASH, EMPTY_REPORT))]).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
     });
     assert!(event_kinds(&collector, &node).contains(&"revoked".to_string()));
