@@ -58,3 +58,9 @@ pub fn eval_with(id: &str, host: &Host, overrides: &[(&str, serde_json::Value)])
     let facts = Facts::new(host);
     (c.evaluate)(&facts, &params)
 }
+
+/// A host that treats `root` as the live system and replays the commands
+/// recorded in `<root>/.commands/`.
+pub fn live_recorded(root: &Path) -> Host {
+    Host::with_runner(root, true, Box::new(crate::host::RecordedRunner::new(root.join(".commands"))))
+}

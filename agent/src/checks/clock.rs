@@ -53,14 +53,11 @@ pub fn checks() -> Vec<Check> {
 
 #[cfg(test)]
 mod tests {
-    use crate::host::{Host, RecordedRunner};
     use crate::model::Status;
     use crate::testutil::{eval, eval_with, offline, root_with};
     use serde_json::json;
 
-    fn live(root: &std::path::Path) -> Host {
-        Host::with_runner(root, true, Box::new(RecordedRunner::new(root.join(".commands"))))
-    }
+    use crate::testutil::live_recorded as live;
 
     const CHRONY: &str =
         "A29FC87B,ntp.example,3,1763805000.123,-0.0123,0.0001,0.0002,-1.2,0.001,0.01,0.02,0.03,64.5,Normal\n";

@@ -286,7 +286,6 @@ mod tests {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use serde_json::json;
 
-    use crate::host::{Host, RecordedRunner};
     use crate::model::Status;
     use crate::testutil::{eval, eval_with, offline, root_with, write};
 
@@ -367,9 +366,7 @@ mod tests {
         d
     }
 
-    fn live(root: &std::path::Path) -> Host {
-        Host::with_runner(root, true, Box::new(RecordedRunner::new(root.join(".commands"))))
-    }
+    use crate::testutil::live_recorded as live;
 
     fn fast() -> Vec<(&'static str, serde_json::Value)> {
         vec![("connect_timeout_ms", json!(300)), ("tls_timeout_ms", json!(300))]

@@ -320,13 +320,10 @@ pub fn checks() -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Host, RecordedRunner};
     use crate::model::Status;
     use crate::testutil::{eval, eval_with, offline, root_with};
 
-    fn live(root: &std::path::Path) -> Host {
-        Host::with_runner(root, true, Box::new(RecordedRunner::new(root.join(".commands"))))
-    }
+    use crate::testutil::live_recorded as live;
 
     const RULES: &str = "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -s 10.4.0.0/16 -p tcp --dport 10250 -j ACCEPT\n-A INPUT -p udp --dport 51820 -j ACCEPT\n-A INPUT -p tcp --dport 22 -m limit --limit 3/min -j ACCEPT\nCOMMIT\n";
 

@@ -309,13 +309,10 @@ pub fn checks() -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{Host, RecordedRunner};
     use crate::model::Status;
     use crate::testutil::{eval, eval_with, offline, root_with};
 
-    fn live(root: &std::path::Path) -> Host {
-        Host::with_runner(root, true, Box::new(RecordedRunner::new(root.join(".commands"))))
-    }
+    use crate::testutil::live_recorded as live;
 
     const DROP_V4: &str = "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
 

@@ -89,14 +89,11 @@ pub fn checks() -> Vec<Check> {
 
 #[cfg(test)]
 mod tests {
-    use crate::host::{Host, RecordedRunner};
     use crate::model::Status;
     use crate::testutil::{eval, eval_with, offline, root_with};
     use serde_json::json;
 
-    fn live(root: &std::path::Path) -> Host {
-        Host::with_runner(root, true, Box::new(RecordedRunner::new(root.join(".commands"))))
-    }
+    use crate::testutil::live_recorded as live;
 
     fn dump(age: u64) -> String {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
