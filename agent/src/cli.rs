@@ -146,6 +146,9 @@ pub struct CheckArgs {
     /// Exit 1 when a finding at or above this severity fails or errors ("none" never does).
     #[arg(long, value_name = "SEVERITY", default_value = "high", value_parser = parse_fail_on)]
     pub fail_on: FailOn,
+    /// Judge dates (waivers, end of life) as of this day (YYYY-MM-DD) instead of today.
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub as_of: Option<chrono::NaiveDate>,
     /// Where the agent keeps state (kubelet drift
     /// snapshots, first-seen times of pending updates) (default /var/lib/kosmos-node-agent on the live host;
     /// with --root, state is used only when this is given).
@@ -171,6 +174,10 @@ pub enum ListFormat {
 pub enum FailOn {
     Severity(Severity),
     Never,
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
 fn parse_fail_on(s: &str) -> Result<FailOn, String> {
@@ -365,7 +372,8 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
             return Err(CliError::UnknownChecks(unknown.join(", ")));
         }
     }
-    let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today: chrono::Utc::now().date_naive() };
+    let today = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today };
     // Checks are pure: state goes in as facts before the run and is written
     // back by the hooks after it.
     let state_dir = state_dir_for(&host, args.state_dir.as_deref());

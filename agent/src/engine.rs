@@ -69,6 +69,7 @@ pub fn run_with_hooks(host: &Host, registry: &[Check], opts: &RunOptions<'_>, ho
     let started = Utc::now();
     let clock = Instant::now();
     let facts = Facts::new(host);
+    facts.provide(crate::facts::Today(opts.today));
     for h in hooks {
         h.before_run(&facts);
     }

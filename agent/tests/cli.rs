@@ -113,6 +113,14 @@ expires = "2020-01-01"
     assert_eq!(expired["waiver"]["expired"], true);
     assert!(expired["reason"].as_str().unwrap().contains("expired"));
     assert!(report["summary"]["waived"].as_u64().unwrap() >= 1);
+    // As of a day before its expiry, the same waiver still applies.
+    let (report, _) = check_json(
+        &weak.root_arg(),
+        &["--profile", profile.to_str().unwrap(), "--fail-on", "none", "--as-of", "2019-12-31"],
+    );
+    assert_eq!(finding(&report, "sysctl.dmesg_restrict")["status"], "waived");
+    let out = run(&["check", "--root", &weak.root_arg(), "--as-of", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

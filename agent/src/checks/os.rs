@@ -9,7 +9,7 @@
 //! support (LTS/ESM/ELS) remains" is two checks: `os.end_of_life` (high)
 //! and `os.extended_support_only` (medium).
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde_json::json;
 
 use crate::check::{Check, ParamSpec, Params};
@@ -169,11 +169,11 @@ fn evaluate_lifecycle(facts: &Facts<'_>, p: &Params, today: NaiveDate, extended_
 }
 
 fn end_of_life(facts: &Facts<'_>, p: &Params) -> Outcome {
-    evaluate_lifecycle(facts, p, Utc::now().date_naive(), false)
+    evaluate_lifecycle(facts, p, facts.get::<crate::facts::Today>().0, false)
 }
 
 fn extended_only(facts: &Facts<'_>, p: &Params) -> Outcome {
-    evaluate_lifecycle(facts, p, Utc::now().date_naive(), true)
+    evaluate_lifecycle(facts, p, facts.get::<crate::facts::Today>().0, true)
 }
 
 fn kosmos_supported(facts: &Facts<'_>, _p: &Params) -> Outcome {

@@ -41,6 +41,18 @@ use std::rc::Rc;
 
 use crate::host::Host;
 
+/// The day a run judges dates against (waivers, end of life). It is the
+/// current UTC date unless the run says otherwise (`check --as-of`), so that
+/// a report can be reproduced for a given day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Today(pub chrono::NaiveDate);
+
+impl Gather for Today {
+    fn gather(_facts: &Facts<'_>) -> Self {
+        Today(chrono::Utc::now().date_naive())
+    }
+}
+
 /// Why a fact could not be established. Becomes the `reason` of an `error`
 /// finding, so it must name the file or command at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
