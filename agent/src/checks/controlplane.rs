@@ -45,7 +45,16 @@ fn ms(p: &Params, name: &str) -> Duration {
     Duration::from_millis(u64::try_from(p.int(name)).unwrap_or(3000).max(1))
 }
 
+/// The kubeconfig the kubelet really uses: the `kubeconfig` parameter, else
+/// the discovered kubelet's `--kubeconfig` (process, unit or drop-ins), else
+/// the well-known paths.
 fn kubeconfig(facts: &Facts<'_>, params: &Params) -> Result<String, Outcome> {
+    if params.str("kubeconfig").is_empty() {
+        let kubelet = facts.get::<crate::facts::kubelet::KubeletFacts>();
+        if let Some(Ok(Some(flag))) = kubelet.kubelet.as_ref().map(|c| c.flag("kubeconfig")) {
+            return Ok(flag.value.clone());
+        }
+    }
     kubeconfig_path(facts.host(), params.str("kubeconfig")).ok_or_else(|| {
         Outcome::not_applicable(format!(
             "no kubelet kubeconfig found ({}): not a joined node",
