@@ -2,7 +2,7 @@
 # Collector ingest benchmark (release build): N enrolled agents over mTLS on
 # loopback, each envelope carrying a real report of the hardened fixture.
 #   1. maximum sustained ingest into SQLite (200 streams, as fast as acks allow)
-#   2. ack latency at a steady 1,000 envelopes/s from 1,000 concurrent streams,
+#   2. ack latency at a steady rate (STEADY_RATE, default 1,000 envelopes/s) from 1,000 concurrent streams,
 #      and the collector's peak RSS with those 1,000 streams open.
 # Usage: bash bench/ingest.sh [seconds per phase, default 15]
 set -euo pipefail
@@ -27,4 +27,4 @@ phase() { # name nodes rate
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 phase max-throughput 200 0
-phase steady-1000 1000 1000
+phase steady-1000 1000 "${STEADY_RATE:-1000}"
