@@ -23,6 +23,8 @@ fn init_logging(default_level: &str) {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never in files or CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             wanted
                 .and_then(|w| tracing_subscriber::EnvFilter::try_new(w).ok())
