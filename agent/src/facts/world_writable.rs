@@ -117,19 +117,6 @@ fn join(dir: &str, name: &str) -> String {
     if dir.ends_with('/') { format!("{dir}{name}") } else { format!("{dir}/{name}") }
 }
 
-fn kind_of(meta: &std::fs::Metadata) -> FileKind {
-    let t = meta.file_type();
-    if t.is_file() {
-        FileKind::File
-    } else if t.is_dir() {
-        FileKind::Dir
-    } else if t.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Unknown
-    }
-}
-
 /// Walk the roots. Never panics and never follows a symlink.
 pub fn walk(host: &Host, params: &WalkParams) -> WalkResult {
     let mut res = WalkResult::default();
@@ -240,7 +227,7 @@ fn walk_tree(
                     continue;
                 }
             };
-            let kind = kind_of(&meta);
+            let kind = FileKind::of(&meta);
             res.classify(&path, kind, meta.mode() & 0o7777);
             if kind == FileKind::Dir && !(live && meta.dev() != root_dev) {
                 subdirs.push((real, path));

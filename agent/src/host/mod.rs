@@ -81,7 +81,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    fn of(meta: &Metadata) -> Self {
+    /// The kind of an `lstat` result.
+    pub fn of(meta: &Metadata) -> Self {
         use std::os::unix::fs::FileTypeExt;
         let t = meta.file_type();
         if t.is_file() {
