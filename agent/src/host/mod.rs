@@ -308,20 +308,7 @@ impl Host {
     /// check and the read). Files under `/proc` and `/sys` report size 0, so
     /// the limit is also enforced while reading.
     pub fn read_bytes_limited(&self, path: &str, limit: u64) -> Result<Vec<u8>, HostError> {
-        let real = self.resolve(path)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(&real)
-            .map_err(|e| io_err(path, e))?;
-        let meta = file.metadata().map_err(|e| io_err(path, e))?;
-        let kind = FileKind::of(&meta);
-        if kind != FileKind::File {
-            return Err(HostError::NotRegular { path: path.to_string(), kind: kind.describe() });
-        }
-        if meta.len() > limit {
-            return Err(HostError::TooLarge { path: path.to_string(), size: meta.len(), limit });
-        }
+        let file = self.open_limited(path, limit)?;
         read_capped(file, path, limit)
     }
 
