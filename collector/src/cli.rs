@@ -1,5 +1,5 @@
-//! Command-line interface of the collector: `serve`, `token create`,
-//! `node list|revoke`, `ca fingerprint`.
+//! Command-line interface of the collector: `serve`, `report`,
+//! `token create`, `node list|revoke`, `ca fingerprint`.
 
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::dashboard::{Dashboard, DashboardError};
+use crate::fleet::{self, Detail};
 use crate::metrics::Metrics;
 use crate::pki::{Pki, PkiError};
 use crate::service::{Shared, new_token, token_hash};
@@ -37,6 +39,27 @@ pub enum Command {
         /// Listen address, e.g. 0.0.0.0:7443 (overrides grpc_listen).
         #[arg(long, value_name = "ADDR")]
         grpc_listen: Option<std::net::SocketAddr>,
+        /// Dashboard and /metrics address (overrides http_listen; port 0
+        /// picks a free one, written to DATA_DIR/http.addr).
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<std::net::SocketAddr>,
+    },
+    /// Write the fleet hardening report from the store (offline).
+    Report {
+        #[arg(long, value_enum, default_value = "html")]
+        format: ReportFormat,
+        /// Output file (written atomically, mode 0600); standard output when absent.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Drift, integrity events and trend from this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Which findings each node's section lists.
+        #[arg(long, value_enum, default_value = "failing")]
+        findings: Detail,
+        /// The moment the report describes (staleness and ages); default now.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
     },
     /// Enrollment tokens.
     Token {
@@ -53,6 +76,21 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+/// Output formats of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained page (inline CSS and SVG) that prints well.
+    Html,
+    /// The machine contract, `kosmos.fleet-report/v1`.
+    Json,
+    /// One row per node finding, for spreadsheets.
+    Csv,
+    /// Tables for tickets and wikis.
+    Md,
+    /// A testcase per check and per node, for CI gates.
+    Junit,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +131,10 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
+    #[error("{option}: {problem}")]
+    Usage { option: &'static str, problem: String },
     #[error("no such node {0}")]
     UnknownNode(String),
     #[error("{0}")]
@@ -124,7 +166,10 @@ fn say(s: &str) {
 pub fn run(cli: Cli) -> Result<u8, CliError> {
     let cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
-        Command::Serve { grpc_listen } => serve(cfg, grpc_listen),
+        Command::Serve { grpc_listen, http_listen } => serve(cfg, grpc_listen, http_listen),
+        Command::Report { format, out, since, findings, as_of } => {
+            report(&cfg, format, out, since.as_deref(), findings, as_of.as_deref())
+        }
         Command::Token { command: TokenCommand::Create { ttl } } => {
             let (pki, mut store) = open(&cfg)?;
             let token = new_token().map_err(CliError::Other)?;
@@ -166,7 +211,73 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
 /// How long open streams may keep going after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliError> {
+fn report(
+    cfg: &Config,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+    since: Option<&str>,
+    detail: Detail,
+    as_of: Option<&str>,
+) -> Result<u8, CliError> {
+    let since_ms =
+        since.map(fleet::parse_date).transpose().map_err(|problem| CliError::Usage { option: "--since", problem })?;
+    let now = match as_of {
+        Some(t) => fleet::parse_date(t).map_err(|problem| CliError::Usage { option: "--as-of", problem })?,
+        None => now_ms(),
+    };
+    let db = cfg.database();
+    if !db.exists() {
+        return Err(CliError::Usage {
+            option: "--data-dir",
+            problem: format!("{} does not exist: no collector has stored anything there", db.display()),
+        });
+    }
+    let conn = fleet::query::open(&db)?;
+    let opts = fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail };
+    let report = fleet::query::build(&conn, &opts)?;
+    let bytes = match format {
+        ReportFormat::Html => fleet::html::report(&report).into_bytes(),
+        ReportFormat::Json => serde_json::to_vec_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?,
+        ReportFormat::Csv => fleet::csv::render(&report).map_err(|e| CliError::Other(e.to_string()))?,
+        ReportFormat::Md => fleet::markdown::render(&report).into_bytes(),
+        ReportFormat::Junit => fleet::junit::render(&report).map_err(|e| CliError::Other(e.to_string()))?.into_bytes(),
+    };
+    match out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| CliError::Io { path: "standard output".into(), source: e })?;
+        }
+        Some(path) => write_private(&path, &bytes)?,
+    }
+    Ok(0)
+}
+
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename), 0600:
+/// a fleet report lists every weakness of every node.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| CliError::Io { path: path.display().to_string(), source: e };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    Ok(())
+}
+
+fn serve(
+    cfg: Config,
+    listen: Option<std::net::SocketAddr>,
+    http_listen: Option<std::net::SocketAddr>,
+) -> Result<u8, CliError> {
+    let http_addr = http_listen.unwrap_or(cfg.http_listen);
+    let token = crate::dashboard::load_token(http_addr, cfg.http_token_file.as_deref())?;
     let (pki, store) = open(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,12 +285,9 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
     let (writer, writer_thread) = StoreWriter::spawn(Box::new(store));
-    let shared = Shared {
-        writer,
-        pki: Arc::new(pki),
-        node_cert_days: cfg.node_cert_days,
-        metrics: Arc::new(Metrics::default()),
-    };
+    let metrics = Arc::new(Metrics::default());
+    let dashboard = Arc::new(Dashboard::new(cfg.database(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
+    let shared = Shared { writer, pki: Arc::new(pki), node_cert_days: cfg.node_cert_days, metrics };
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -188,11 +296,25 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
         let addr_file = cfg.data_dir.join("grpc.addr");
         std::fs::write(&addr_file, format!("{bound}\n"))
             .map_err(|e| CliError::Io { path: addr_file.display().to_string(), source: e })?;
+        let http = tokio::net::TcpListener::bind(http_addr)
+            .await
+            .map_err(|e| CliError::Io { path: format!("listen {http_addr}"), source: e })?;
+        let http_bound =
+            http.local_addr().map_err(|e| CliError::Io { path: format!("listen {http_addr}"), source: e })?;
+        let http_file = cfg.data_dir.join("http.addr");
+        std::fs::write(&http_file, format!("{http_bound}\n"))
+            .map_err(|e| CliError::Io { path: http_file.display().to_string(), source: e })?;
         say(&format!(
             "kosmos-collector listening on {bound} (gRPC, mTLS), CA fingerprint {}\n",
             shared.pki.ca_fingerprint()
         ));
-        tracing::info!("listening on {bound}");
+        say(&format!("dashboard and /metrics on http://{http_bound}/\n"));
+        tracing::info!("listening on {bound}; dashboard on {http_bound}");
+        let http_stop = Arc::new(tokio::sync::Notify::new());
+        let http_stopped = Arc::clone(&http_stop);
+        let http_task = tokio::spawn(crate::dashboard::serve(http, dashboard, async move {
+            http_stopped.notified().await;
+        }));
         // Graceful shutdown waits for open streams to end, but agents hold
         // theirs open for good: after the signal, in-flight envelopes get a
         // short grace period, then the server stops regardless. Agents keep
@@ -203,7 +325,7 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
             shutdown_signal().await;
             notify.notify_waiters();
         });
-        tokio::select! {
+        let outcome = tokio::select! {
             r = server => r.map_err(|e| CliError::Other(e.to_string())),
             () = async {
                 signalled.notified().await;
@@ -212,7 +334,10 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
                 tracing::info!("grace period over: closing the remaining streams");
                 Ok(())
             }
-        }
+        };
+        http_stop.notify_waiters();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
+        outcome
     });
     // Dropping the runtime drops the last writer handles; the writer thread
     // then commits what it holds and exits.

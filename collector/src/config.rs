@@ -38,6 +38,9 @@ struct RawConfig {
     grpc_listen: Option<SocketAddr>,
     server_names: Option<Vec<String>>,
     node_cert_days: Option<i64>,
+    http_listen: Option<SocketAddr>,
+    http_token_file: Option<PathBuf>,
+    report_interval_secs: Option<u64>,
     tls: Option<RawTls>,
 }
 
@@ -60,6 +63,14 @@ pub struct Config {
     /// Where the PKI files are; `pki_managed` when the collector creates them.
     pub pki: PkiPaths,
     pub pki_managed: bool,
+    /// Dashboard, `/metrics` and `/healthz` (plain HTTP, read-only).
+    pub http_listen: SocketAddr,
+    /// A file holding the bearer token the HTTP port requires; mandatory
+    /// when `http_listen` is not a loopback address.
+    pub http_token_file: Option<PathBuf>,
+    /// The attestation interval the agents are configured with; a node
+    /// silent for three of them is stale.
+    pub report_interval_secs: u64,
 }
 
 impl Config {
@@ -93,7 +104,18 @@ impl Config {
             ),
             None => (PkiPaths::in_dir(&data_dir), true),
         };
+        let report_interval_secs = raw.report_interval_secs.unwrap_or(300);
+        if !(10..=86_400).contains(&report_interval_secs) {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                problem: "report_interval_secs must be 10..=86400".into(),
+            });
+        }
+        let http_listen = raw.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7080)));
         Ok(Config {
+            http_listen,
+            http_token_file: raw.http_token_file,
+            report_interval_secs,
             grpc_listen: raw.grpc_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7443))),
             server_names: raw.server_names.unwrap_or_default(),
             node_cert_days,

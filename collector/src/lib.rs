@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod dashboard;
+pub mod fleet;
 pub mod metrics;
 pub mod pki;
 pub mod server;

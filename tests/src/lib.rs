@@ -52,6 +52,8 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
 pub struct Collector {
     pub data_dir: PathBuf,
     pub addr: String,
+    /// The dashboard and /metrics address.
+    pub http_addr: String,
     child: Option<Child>,
 }
 
@@ -72,7 +74,7 @@ impl Collector {
         }
         let _ = std::fs::remove_file(data_dir.join("grpc.addr"));
         let mut child = Self::cmd(data_dir)
-            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}"), "--http-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -82,7 +84,8 @@ impl Collector {
         BufReader::new(stdout).read_line(&mut line).unwrap();
         assert!(line.contains("listening on"), "collector did not start: {line:?}");
         let addr = std::fs::read_to_string(data_dir.join("grpc.addr")).unwrap().trim().to_string();
-        Collector { data_dir: data_dir.to_path_buf(), addr, child: Some(child) }
+        let http_addr = std::fs::read_to_string(data_dir.join("http.addr")).unwrap().trim().to_string();
+        Collector { data_dir: data_dir.to_path_buf(), addr, http_addr, child: Some(child) }
     }
 
     pub fn port(&self) -> u16 {
@@ -214,6 +217,91 @@ impl Agent {
         let pem = std::fs::read(self.state_dir.join("cert.pem")).unwrap();
         CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap().to_vec()
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, headers, body). Enough for the
+/// dashboard tests without an HTTP client dependency.
+pub fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, head.to_string(), body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Render `url` in headless Chromium (Debian's `chromium`, installed by
+/// `.ci/run`): the DOM after rendering, and a PNG screenshot at `png`.
+pub fn chromium(url: &str, png: &Path) -> String {
+    let exe = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("chromium is not installed: .ci/run installs Debian's chromium package");
+    let profile = tempfile::tempdir().unwrap();
+    let common = |c: &mut Command| {
+        c.arg("60")
+            .arg(exe)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let mut shot = Command::new("timeout");
+    common(&mut shot);
+    shot.arg(format!("--screenshot={}", png.display())).arg("--window-size=1400,2400").arg(url);
+    let (code, _, err) = run(&mut shot);
+    assert_eq!(code, 0, "chromium --screenshot failed: {err}");
+    let mut dom = Command::new("timeout");
+    common(&mut dom);
+    dom.arg("--dump-dom").arg(url);
+    let (code, out, err) = run(&mut dom);
+    assert_eq!(code, 0, "chromium --dump-dom failed: {err}");
+    out
+}
+
+/// Every `data-summary="key">value<` of a rendered page.
+pub fn dom_summary(dom: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = dom;
+    while let Some(i) = rest.find("data-summary=\"") {
+        rest = &rest[i + 14..];
+        let Some(end) = rest.find('"') else { break };
+        let key = rest[..end].to_string();
+        let Some(gt) = rest.find('>') else { break };
+        let Some(lt) = rest[gt..].find('<') else { break };
+        out.insert(key, rest[gt + 1..gt + lt].trim().to_string());
+        rest = &rest[gt..];
+    }
+    out
 }
 
 /// A gRPC channel to the collector with the given client identity (or none).

@@ -9,7 +9,7 @@
 //! an in-memory digest of each stored finding avoids a write per finding per
 //! report, which is what makes thousands of reports a second possible.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use kosmos_proto::chain::{self, ChainHead, ChainStep};
@@ -45,7 +45,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     head_seq INTEGER NOT NULL DEFAULT 0,
     head_hash BLOB,
     last_created_ms INTEGER,
-    last_seen_ms INTEGER
+    last_seen_ms INTEGER,
+    os_pretty TEXT,
+    kernel TEXT,
+    agent_version TEXT,
+    profile TEXT
 );
 -- A rowid table: envelopes are appended in arrival order and their large
 -- bodies never move; (node_id, seq) is enforced by a unique index. (A
@@ -61,7 +65,8 @@ CREATE TABLE IF NOT EXISTS envelopes (
     created_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     trigger INTEGER NOT NULL,
-    pass INTEGER, fail INTEGER, error INTEGER, not_applicable INTEGER, waived INTEGER
+    pass INTEGER, fail INTEGER, error INTEGER, not_applicable INTEGER, waived INTEGER,
+    blocking INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS envelopes_by_node_seq ON envelopes(node_id, seq);
 CREATE TABLE IF NOT EXISTS findings_latest (
@@ -76,6 +81,35 @@ CREATE TABLE IF NOT EXISTS findings_latest (
     changed_ms INTEGER NOT NULL,
     PRIMARY KEY (node_id, check_id)
 ) WITHOUT ROWID;
+-- Reports read this narrow index instead of the wide rows: counts per
+-- node, per check, per family and severity come from one index scan.
+CREATE INDEX IF NOT EXISTS findings_by_status ON findings_latest(status, node_id, check_id, severity, family);
+-- One row per node and UTC day: the node's standing after its last report
+-- of that day. The compliance trend reads this, not the envelopes.
+CREATE TABLE IF NOT EXISTS node_days (
+    node_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    pass INTEGER NOT NULL, fail INTEGER NOT NULL, error INTEGER NOT NULL,
+    not_applicable INTEGER NOT NULL, waived INTEGER NOT NULL,
+    blocking INTEGER NOT NULL,
+    PRIMARY KEY (node_id, day)
+) WITHOUT ROWID;
+-- A finding whose status or observed value changed between two reports of
+-- a node: the drift timeline.
+CREATE TABLE IF NOT EXISTS finding_changes (
+    id INTEGER PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    check_id TEXT NOT NULL,
+    family TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    old_status TEXT,
+    new_status TEXT NOT NULL,
+    old_observed TEXT,
+    new_observed TEXT
+);
+CREATE INDEX IF NOT EXISTS finding_changes_by_time ON finding_changes(at_ms);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     node_id TEXT NOT NULL,
@@ -87,37 +121,135 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_node ON events(node_id, id);
 ";
 
+/// (table, column, type) added to the schema after its first release.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("nodes", "os_pretty", "TEXT"),
+    ("nodes", "kernel", "TEXT"),
+    ("nodes", "agent_version", "TEXT"),
+    ("nodes", "profile", "TEXT"),
+    ("envelopes", "blocking", "INTEGER"),
+];
+
 /// The parts of a report the store indexes.
 #[derive(Deserialize)]
 struct ReportIndex<'a> {
     #[serde(borrow)]
     results: Vec<&'a RawValue>,
-    summary: Counts,
+    #[serde(default)]
+    agent_version: Option<String>,
+    #[serde(default)]
+    node: Option<NodeIndex>,
+    #[serde(default)]
+    profile: Option<ProfileIndex>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize)]
+struct NodeIndex {
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    kernel: Option<String>,
+    #[serde(default)]
+    os: Option<OsIndex>,
+}
+
+#[derive(Deserialize)]
+struct OsIndex {
+    #[serde(default)]
+    pretty_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProfileIndex {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// Counts of a node's latest findings by status, plus the blocking ones:
+/// `fail` or `error` at `high` or `critical`, the agent's default gate.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 struct Counts {
     pass: i64,
     fail: i64,
     error: i64,
     not_applicable: i64,
     waived: i64,
+    blocking: i64,
+}
+
+impl Counts {
+    fn of<'a>(findings: impl Iterator<Item = &'a LatestFinding>) -> Counts {
+        let mut c = Counts::default();
+        for f in findings {
+            match f.status {
+                FindingStatus::Pass => c.pass += 1,
+                FindingStatus::Fail => c.fail += 1,
+                FindingStatus::Error => c.error += 1,
+                FindingStatus::NotApplicable => c.not_applicable += 1,
+                FindingStatus::Waived => c.waived += 1,
+            }
+            if f.blocking {
+                c.blocking += 1;
+            }
+        }
+        c
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+enum FindingStatus {
+    Pass,
+    Fail,
+    Error,
+    NotApplicable,
+    Waived,
 }
 
 #[derive(Deserialize)]
 struct FindingIndex<'a> {
     id: &'a str,
-    status: &'a str,
+    status: FindingStatus,
     severity: &'a str,
     family: &'a str,
     title: &'a str,
+    #[serde(borrow, default)]
+    observed: Option<&'a RawValue>,
 }
+
+/// What the store remembers of a node's latest finding for a check, so that
+/// an unchanged finding costs no write and the node's counts need no query.
+#[derive(Clone, Copy, Debug)]
+struct LatestFinding {
+    digest: [u8; 32],
+    status: FindingStatus,
+    blocking: bool,
+}
+
+fn is_blocking(status: FindingStatus, severity: &str) -> bool {
+    matches!(status, FindingStatus::Fail | FindingStatus::Error) && matches!(severity, "critical" | "high")
+}
+
+/// The observed value of a stored finding, as JSON text.
+#[derive(Deserialize)]
+struct ObservedOnly<'a> {
+    #[serde(borrow, default)]
+    observed: Option<&'a RawValue>,
+}
+
+/// JSON `null` and an absent value are the same: nothing observed.
+fn observed_text(v: Option<&RawValue>) -> Option<String> {
+    v.map(RawValue::get).filter(|t| *t != "null").map(str::to_string)
+}
+
+const DAY_MS: i64 = 86_400_000;
 
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
     conn: Connection,
-    /// (node, check) -> digest of the stored finding JSON.
-    finding_digests: HashMap<String, HashMap<String, [u8; 32]>>,
+    /// node -> check -> what is stored for it in `findings_latest`.
+    finding_digests: HashMap<String, HashMap<String, LatestFinding>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -138,6 +270,19 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        // Columns added after the first schema: a database created by an
+        // earlier build gains them (empty until the next report).
+        for (table, column, decl) in ADDED_COLUMNS {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(open_err)?;
+            let present = stmt
+                .query_map([], |r| r.get::<_, String>(1))
+                .map_err(open_err)?
+                .filter_map(Result::ok)
+                .any(|c| c == *column);
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(open_err)?;
+            }
+        }
         Ok(SqliteStore { conn, finding_digests: HashMap::new() })
     }
 
@@ -147,15 +292,23 @@ impl SqliteStore {
         }
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT check_id, finding_json FROM findings_latest WHERE node_id = ?1")
+            .prepare_cached("SELECT check_id, finding_json, status, severity FROM findings_latest WHERE node_id = ?1")
             .map_err(sql("loading findings"))?;
         let rows = stmt
-            .query_map([node_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([node_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
             .map_err(sql("loading findings"))?;
         let mut map = HashMap::new();
         for row in rows {
-            let (check, json) = row.map_err(sql("loading findings"))?;
-            map.insert(check, Sha256::digest(json.as_bytes()).into());
+            let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
+            // Rows this code wrote always have a known status; anything else
+            // is rewritten by the next report.
+            let Ok(status) = serde_json::from_value::<FindingStatus>(serde_json::Value::String(status)) else {
+                continue;
+            };
+            let digest = Sha256::digest(json.as_bytes()).into();
+            map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
         }
         self.finding_digests.insert(node_id.to_string(), map);
         Ok(())
@@ -181,6 +334,16 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 
 const NODE_COLUMNS: &str =
     "id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms, revoked_ms, head_seq, head_hash, last_seen_ms";
+
+fn status_name(s: FindingStatus) -> &'static str {
+    match s {
+        FindingStatus::Pass => "pass",
+        FindingStatus::Fail => "fail",
+        FindingStatus::Error => "error",
+        FindingStatus::NotApplicable => "not_applicable",
+        FindingStatus::Waived => "waived",
+    }
+}
 
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -208,9 +371,146 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Update the latest findings of a node from one report: rewrite what
+    /// changed, record status or observed-value changes (the drift
+    /// timeline), forget checks a full report no longer carries, refresh the
+    /// node's description. Returns the node's counts after the report.
+    fn index_report(
+        tx: &rusqlite::Transaction<'_>,
+        latest: &mut HashMap<String, LatestFinding>,
+        item: &IngestItem,
+        report: &ReportIndex<'_>,
+    ) -> Result<Counts, StoreError> {
+        let body = &item.body;
+        // The first report of a node is its baseline, not a change.
+        let had_findings = !latest.is_empty();
+        let full = body.families.is_empty();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(report.results.len());
+        for raw in &report.results {
+            let f = match serde_json::from_str::<FindingIndex<'_>>(raw.get()) {
+                Ok(f) => f,
+                Err(e) => {
+                    Self::event_tx(
+                        tx,
+                        &NodeEvent {
+                            node_id: item.node_id.clone(),
+                            seq: Some(body.seq),
+                            kind: "malformed_report".into(),
+                            detail: format!("a finding of the signed report cannot be indexed: {e}"),
+                            at_ms: item.received_at_ms,
+                        },
+                    )?;
+                    continue;
+                }
+            };
+            seen.insert(f.id);
+            let digest: [u8; 32] = Sha256::digest(raw.get().as_bytes()).into();
+            let previous = latest.get(f.id).copied();
+            if previous.is_some_and(|p| p.digest == digest) {
+                continue;
+            }
+            let new_observed = observed_text(f.observed);
+            let change = match previous {
+                Some(p) => {
+                    let old_json: String = tx
+                        .prepare_cached("SELECT finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
+                        .and_then(|mut s| s.query_row(params![item.node_id, f.id], |r| r.get(0)))
+                        .map_err(sql("reading a stored finding"))?;
+                    let old_observed = serde_json::from_str::<ObservedOnly<'_>>(&old_json)
+                        .ok()
+                        .and_then(|o| observed_text(o.observed));
+                    (p.status != f.status || old_observed != new_observed)
+                        .then(|| (Some(status_name(p.status)), old_observed))
+                }
+                None if had_findings => Some((None, None)),
+                None => None,
+            };
+            if let Some((old_status, old_observed)) = change {
+                tx.prepare_cached(
+                    "INSERT INTO finding_changes (node_id, check_id, family, seq, at_ms, old_status, new_status,
+                                                  old_observed, new_observed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        item.node_id,
+                        f.id,
+                        f.family,
+                        seq_i64(body.seq),
+                        body.created_at_unix_ms,
+                        old_status,
+                        status_name(f.status),
+                        old_observed,
+                        new_observed
+                    ])
+                })
+                .map_err(sql("recording a finding change"))?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                   severity = excluded.severity, family = excluded.family, title = excluded.title,
+                   finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    item.node_id,
+                    f.id,
+                    seq_i64(body.seq),
+                    status_name(f.status),
+                    f.severity,
+                    f.family,
+                    f.title,
+                    raw.get(),
+                    body.created_at_unix_ms
+                ])
+            })
+            .map_err(sql("storing a finding"))?;
+            latest.insert(
+                f.id.to_string(),
+                LatestFinding { digest, status: f.status, blocking: is_blocking(f.status, f.severity) },
+            );
+        }
+        if full {
+            // A check the profile no longer runs must not linger as "latest".
+            let gone: Vec<String> = latest.keys().filter(|k| !seen.contains(k.as_str())).cloned().collect();
+            for check in gone {
+                tx.prepare_cached("DELETE FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
+                    .and_then(|mut s| s.execute(params![item.node_id, check]))
+                    .map_err(sql("forgetting a finding"))?;
+                latest.remove(&check);
+            }
+        }
+        tx.prepare_cached(
+            "UPDATE nodes SET os_pretty = COALESCE(?2, os_pretty), kernel = COALESCE(?3, kernel),
+                              agent_version = COALESCE(?4, agent_version), profile = COALESCE(?5, profile),
+                              hostname = COALESCE(?6, hostname)
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            let node = report.node.as_ref();
+            s.execute(params![
+                item.node_id,
+                node.and_then(|n| n.os.as_ref()).and_then(|o| o.pretty_name.as_deref()),
+                node.and_then(|n| n.kernel.as_deref()),
+                report.agent_version.as_deref(),
+                report.profile.as_ref().map(|p| match &p.version {
+                    Some(v) => format!("{} v{v}", p.name),
+                    None => p.name.clone(),
+                }),
+                // The name the node reports for itself (enrollment recorded
+                // the name of wherever enrollment ran).
+                node.and_then(|n| n.hostname.as_deref()).filter(|h| !h.is_empty())
+            ])
+        })
+        .map_err(sql("describing a node"))?;
+        Ok(Counts::of(latest.values()))
+    }
+
     fn ingest_one(
         tx: &rusqlite::Transaction<'_>,
-        digests: &mut HashMap<String, [u8; 32]>,
+        digests: &mut HashMap<String, LatestFinding>,
         state: &mut NodeState,
         item: &IngestItem,
         now_ms: i64,
@@ -325,54 +625,24 @@ impl SqliteStore {
                 ),
             )?;
         }
-        let mut counts: Option<Counts> = None;
-        if !body.report_json.is_empty() {
+        let counts = if body.report_json.is_empty() {
+            None
+        } else {
             match serde_json::from_slice::<ReportIndex<'_>>(&body.report_json) {
-                Ok(report) => {
-                    counts = Some(report.summary);
-                    for raw in report.results {
-                        let Ok(f) = serde_json::from_str::<FindingIndex<'_>>(raw.get()) else { continue };
-                        let digest: [u8; 32] = Sha256::digest(raw.get().as_bytes()).into();
-                        if digests.get(f.id) == Some(&digest) {
-                            continue;
-                        }
-                        tx.prepare_cached(
-                            "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                             ON CONFLICT(node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
-                               severity = excluded.severity, family = excluded.family, title = excluded.title,
-                               finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
-                        )
-                        .and_then(|mut s| {
-                            s.execute(params![
-                                item.node_id,
-                                f.id,
-                                seq_i64(body.seq),
-                                f.status,
-                                f.severity,
-                                f.family,
-                                f.title,
-                                raw.get(),
-                                body.created_at_unix_ms
-                            ])
-                        })
-                        .map_err(sql("storing a finding"))?;
-                        digests.insert(f.id.to_string(), digest);
-                    }
-                }
+                Ok(report) => Some(Self::index_report(tx, digests, item, &report)?),
                 Err(e) => {
                     Self::event_tx(
                         tx,
                         &event("malformed_report", format!("signed report is not a valid report: {e}")),
                     )?;
+                    None
                 }
             }
-        }
-        let c = counts.unwrap_or_default();
+        };
         tx.prepare_cached(
             "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger,
-                                    pass, fail, error, not_applicable, waived)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                    pass, fail, error, not_applicable, waived, blocking)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -384,14 +654,39 @@ impl SqliteStore {
                 body.created_at_unix_ms,
                 item.received_at_ms,
                 body.trigger,
-                counts.map(|_| c.pass),
-                counts.map(|_| c.fail),
-                counts.map(|_| c.error),
-                counts.map(|_| c.not_applicable),
-                counts.map(|_| c.waived)
+                counts.map(|c| c.pass),
+                counts.map(|c| c.fail),
+                counts.map(|c| c.error),
+                counts.map(|c| c.not_applicable),
+                counts.map(|c| c.waived),
+                counts.map(|c| c.blocking)
             ])
         })
         .map_err(sql("storing an envelope"))?;
+        if let Some(c) = counts {
+            tx.prepare_cached(
+                "INSERT INTO node_days (node_id, day, seq, pass, fail, error, not_applicable, waived, blocking)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(node_id, day) DO UPDATE SET seq = excluded.seq, pass = excluded.pass,
+                   fail = excluded.fail, error = excluded.error, not_applicable = excluded.not_applicable,
+                   waived = excluded.waived, blocking = excluded.blocking
+                 WHERE excluded.seq >= node_days.seq",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    item.node_id,
+                    body.created_at_unix_ms.div_euclid(DAY_MS),
+                    seq_i64(body.seq),
+                    c.pass,
+                    c.fail,
+                    c.error,
+                    c.not_applicable,
+                    c.waived,
+                    c.blocking
+                ])
+            })
+            .map_err(sql("storing the node's day"))?;
+        }
         tx.prepare_cached(
             "UPDATE nodes SET head_seq = ?2, head_hash = ?3, last_created_ms = ?4, last_seen_ms = ?5 WHERE id = ?1",
         )
@@ -668,5 +963,111 @@ mod tests {
         s.ingest(&[item("n1", 1, chain::GENESIS_PREV_HASH, "{not json")], 10).unwrap();
         assert_eq!(s.envelopes("n1").unwrap().len(), 1);
         assert_eq!(s.events("n1").unwrap()[0].kind, "malformed_report");
+    }
+
+    fn report(findings: &[(&str, &str, &str, &str)]) -> String {
+        let results: Vec<String> = findings
+            .iter()
+            .map(|(id, status, severity, observed)| {
+                format!(
+                    r#"{{"id":"{id}","status":"{status}","severity":"{severity}","family":"{}","title":"t","observed":{observed}}}"#,
+                    id.split('.').next().unwrap()
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"node":{{"hostname":"node-a","kernel":"6.1","os":{{"pretty_name":"Debian 12"}}}},"agent_version":"0.1.0",
+                "profile":{{"name":"kosmos-external","version":"1"}},"results":[{}]}}"#,
+            results.join(",")
+        )
+    }
+
+    fn rows(s: &SqliteStore, q: &str) -> Vec<Vec<Option<String>>> {
+        let mut stmt = s.conn.prepare(q).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                    rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                    _ => Some("?".into()),
+                })
+                .collect())
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn drift_days_and_forgotten_checks() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n1");
+        let r1 = report(&[
+            ("ssh.root", "pass", "high", r#""no""#),
+            ("sysctl.fwd", "fail", "medium", "1"),
+            ("kubelet.anon", "pass", "critical", "false"),
+        ]);
+        let i1 = item("n1", 1, chain::GENESIS_PREV_HASH, &r1);
+        // Root login switched on, kubelet check gone, a new check appears;
+        // sysctl.fwd only changes its evidence-free JSON order (no drift).
+        let r2 = report(&[
+            ("ssh.root", "fail", "high", r#""yes""#),
+            ("sysctl.fwd", "fail", "medium", "1"),
+            ("files.shadow", "pass", "low", "null"),
+        ]);
+        let i2 = item("n1", 2, chain::body_hash(&i1.body_bytes), &r2);
+        s.ingest(&[i1], 10).unwrap();
+        // The first report is a baseline: no change recorded.
+        assert!(rows(&s, "SELECT * FROM finding_changes").is_empty());
+        assert_eq!(
+            rows(&s, "SELECT pass, fail, blocking FROM node_days"),
+            vec![vec![Some("2".into()), Some("1".into()), Some("0".into())]]
+        );
+        s.ingest(&[i2], 11).unwrap();
+        let changes = rows(
+            &s,
+            "SELECT check_id, old_status, new_status, old_observed, new_observed FROM finding_changes ORDER BY id",
+        );
+        assert_eq!(
+            changes,
+            vec![
+                vec![
+                    Some("ssh.root".into()),
+                    Some("pass".into()),
+                    Some("fail".into()),
+                    Some(r#""no""#.into()),
+                    Some(r#""yes""#.into())
+                ],
+                vec![Some("files.shadow".into()), None, Some("pass".into()), None, None],
+            ]
+        );
+        // The kubelet check is no longer "latest"; counts follow.
+        let latest = rows(&s, "SELECT check_id FROM findings_latest ORDER BY check_id");
+        assert_eq!(
+            latest,
+            vec![vec![Some("files.shadow".into())], vec![Some("ssh.root".into())], vec![Some("sysctl.fwd".into())]]
+        );
+        assert_eq!(
+            rows(&s, "SELECT pass, fail, blocking FROM node_days"),
+            vec![vec![Some("1".into()), Some("2".into()), Some("1".into())]],
+            "same day: the row follows the last report"
+        );
+        assert_eq!(
+            rows(&s, "SELECT hostname, os_pretty, kernel, profile FROM nodes"),
+            vec![vec![
+                Some("node-a".into()),
+                Some("Debian 12".into()),
+                Some("6.1".into()),
+                Some("kosmos-external v1".into())
+            ]]
+        );
+        // A fresh store object (empty digest cache) sees the same state.
+        drop(s);
+        let mut s = SqliteStore::open(&_d.path().join("c.db")).unwrap();
+        let i3 = item("n1", 3, [0; 32], &r2);
+        s.ingest(&[i3], 12).unwrap();
+        assert_eq!(rows(&s, "SELECT COUNT(*) FROM finding_changes"), vec![vec![Some("2".into())]]);
     }
 }

@@ -1,0 +1,348 @@
+//! The collector's HTTP port: the live dashboard (the fleet report's views,
+//! with node and check drill-down and filters), `/metrics` for Prometheus
+//! (Scaleway Cockpit, Grafana), the report as JSON, and `/healthz`.
+//!
+//! It is read-only: it opens the store read-only and has no route that
+//! changes anything. It binds to localhost by default; anywhere else it
+//! refuses to start without a bearer token (checked on every route but
+//! `/healthz`). Pages carry a Content-Security-Policy that forbids scripts
+//! and remote resources, so even a hostile node's strings cannot run code.
+//!
+//! The fleet report is rebuilt in the background when the store changes
+//! (see [`refresh_loop`]) and served from memory, so the fleet page and
+//! `/metrics` cost a render, not a scan of the store. A node's page reads
+//! that node's findings live.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, middleware};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sha2::{Digest, Sha256};
+
+use crate::fleet::html::{self, Filter};
+use crate::fleet::{self, Detail, FleetReport, NodeState, Options};
+use crate::metrics::Metrics;
+use crate::store::{StoreError, now_ms};
+
+/// The fleet report is rebuilt at least this often, so that ages advance.
+pub const REFRESH: Duration = Duration::from_secs(60);
+/// How often the store is asked whether anything changed.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Bearer tokens shorter than this are refused as configuration errors.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("http_listen {addr} is not a loopback address: set http_token_file to require a bearer token")]
+    TokenRequired { addr: SocketAddr },
+    #[error("cannot read http_token_file {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http_token_file {path}: the token must be at least {MIN_TOKEN_LEN} characters")]
+    TokenTooShort { path: String },
+}
+
+/// Read the bearer token and decide whether one is required.
+pub fn load_token(listen: SocketAddr, token_file: Option<&std::path::Path>) -> Result<Option<String>, DashboardError> {
+    match token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| DashboardError::Token { path: path.display().to_string(), source: e })?;
+            let token = text.trim().to_string();
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(DashboardError::TokenTooShort { path: path.display().to_string() });
+            }
+            Ok(Some(token))
+        }
+        None if listen.ip().is_loopback() => Ok(None),
+        None => Err(DashboardError::TokenRequired { addr: listen }),
+    }
+}
+
+/// The dashboard's state.
+#[derive(Debug)]
+pub struct Dashboard {
+    database: PathBuf,
+    interval_secs: u64,
+    /// SHA-256 of the bearer token, when one is required.
+    token_sha256: Option<[u8; 32]>,
+    ingest: Arc<Metrics>,
+    snapshot: RwLock<Arc<FleetReport>>,
+}
+
+type Shared = Arc<Dashboard>;
+
+impl Dashboard {
+    /// Build the first snapshot (so the first page is served from memory).
+    pub fn new(
+        database: PathBuf,
+        interval_secs: u64,
+        token: Option<String>,
+        ingest: Arc<Metrics>,
+    ) -> Result<Dashboard, StoreError> {
+        let first = build(&database, interval_secs)?;
+        Ok(Dashboard {
+            database,
+            interval_secs,
+            token_sha256: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            ingest,
+            snapshot: RwLock::new(Arc::new(first)),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<FleetReport> {
+        match self.snapshot.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace(&self, report: FleetReport) {
+        match self.snapshot.write() {
+            Ok(mut g) => *g = Arc::new(report),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(report),
+        }
+    }
+}
+
+fn build(database: &std::path::Path, interval_secs: u64) -> Result<FleetReport, StoreError> {
+    let conn = fleet::query::open(database)?;
+    fleet::query::build(&conn, &Options { now_ms: now_ms(), since_ms: None, interval_secs, detail: Detail::Failing })
+}
+
+/// Keep the snapshot fresh until the task is dropped.
+///
+/// Every [`POLL`] it asks SQLite whether another connection committed
+/// (`PRAGMA data_version`, a counter read without scanning anything). After
+/// a change it rebuilds, but no sooner than five times the last build's
+/// cost after the previous one, so a large, busy fleet spends at most about
+/// a fifth of a core on the dashboard. Without changes it still rebuilds
+/// every [`REFRESH`], so that ages and staleness move on.
+pub async fn refresh_loop(dash: Shared) {
+    let mut watcher: Option<rusqlite::Connection> = None;
+    let mut seen_version: Option<i64> = None;
+    let mut last_build = Instant::now();
+    let mut last_cost = Duration::ZERO;
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tick.tick().await;
+        if watcher.is_none() {
+            watcher = fleet::query::open(&dash.database).ok();
+        }
+        let version =
+            watcher.as_ref().and_then(|c| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok());
+        let changed = version.is_none() || version != seen_version;
+        let gap = (last_cost * 5).max(POLL);
+        let due = (changed && last_build.elapsed() >= gap) || last_build.elapsed() >= REFRESH;
+        if !due {
+            continue;
+        }
+        seen_version = version;
+        let d = Arc::clone(&dash);
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || build(&d.database, d.interval_secs)).await {
+            Ok(Ok(report)) => {
+                dash.replace(report);
+                tracing::debug!("fleet snapshot rebuilt in {:?}", started.elapsed());
+            }
+            Ok(Err(e)) => tracing::warn!("cannot rebuild the fleet snapshot: {e}"),
+            Err(e) => tracing::warn!("fleet snapshot task failed: {e}"),
+        }
+        last_cost = started.elapsed();
+        last_build = Instant::now();
+    }
+}
+
+/// The router (tests drive it on a `127.0.0.1:0` listener).
+pub fn router(dash: Shared) -> Router {
+    let protected = Router::new()
+        .route("/", get(fleet_page))
+        .route("/nodes/{id}", get(node_page))
+        .route("/checks/{id}", get(check_page))
+        .route("/api/report.json", get(report_json))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&dash), require_token));
+    Router::new().route("/healthz", get(healthz)).merge(protected).with_state(dash)
+}
+
+async fn require_token(
+    State(dash): State<Shared>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let Some(expected) = dash.token_sha256 else { return next.run(request).await };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| -> [u8; 32] { Sha256::digest(t.trim().as_bytes()).into() });
+    // Comparing digests keeps the comparison's timing independent of how
+    // much of the token an attacker guessed.
+    if presented == Some(expected) {
+        next.run(request).await
+    } else {
+        let mut r = (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    }
+}
+
+fn html_response(body: String) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"),
+    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (headers, body).into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("no such {what}\n")).into_response()
+}
+
+async fn fleet_page(State(dash): State<Shared>, Query(filter): Query<Filter>) -> Response {
+    html_response(html::fleet_page(&dash.snapshot(), &filter))
+}
+
+async fn node_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>, Query(filter): Query<Filter>) -> Response {
+    let report = dash.snapshot();
+    let Some(node) = report.nodes.iter().find(|n| n.id == id).cloned() else { return not_found("node") };
+    let d = Arc::clone(&dash);
+    let lookup = id.clone();
+    let findings = tokio::task::spawn_blocking(move || {
+        let conn = fleet::query::open(&d.database)?;
+        fleet::query::node_findings(&conn, &lookup)
+    })
+    .await;
+    match findings {
+        Ok(Ok(f)) => html_response(html::node_page(&report, &node, &f, &filter)),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn check_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    let report = dash.snapshot();
+    match report.checks.iter().find(|c| c.id == id) {
+        Some(c) => html_response(html::check_page(&report, c)),
+        None => not_found("check"),
+    }
+}
+
+async fn report_json(State(dash): State<Shared>) -> Response {
+    match serde_json::to_vec(&*dash.snapshot()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(dash): State<Shared>) -> Response {
+    let r = dash.snapshot();
+    format!("ok\nsnapshot {}\nnodes {}\n", r.generated_at, r.summary.nodes_total).into_response()
+}
+
+async fn metrics(State(dash): State<Shared>) -> Response {
+    match render_metrics(&dash.snapshot(), &dash.ingest) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The fleet metrics, from the snapshot, plus the collector's own ingest
+/// metrics. Per-node series are labelled with node id and hostname.
+pub fn render_metrics(report: &FleetReport, ingest: &Metrics) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    ingest.register(&mut reg);
+
+    let by_state = Family::<Labels, Gauge>::default();
+    for state in [NodeState::Ok, NodeState::Stale, NodeState::NeverReported, NodeState::Revoked] {
+        let n = report.nodes.iter().filter(|n| n.state == state).count();
+        by_state.get_or_create(&vec![("state", state.as_str().to_string())]).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    reg.register("kosmos_fleet_nodes", "Enrolled nodes by reporting state", by_state);
+
+    let ratio = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let compliant = Family::<Labels, Gauge>::default();
+    let last = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let chain = Family::<Labels, Gauge>::default();
+    for n in &report.nodes {
+        let labels = vec![("node", n.id.clone()), ("hostname", n.hostname.clone())];
+        if let Some(p) = n.score_pct {
+            ratio.get_or_create(&labels).set(p / 100.0);
+        }
+        compliant.get_or_create(&labels).set(i64::from(n.compliant));
+        if let Some(age) = n.last_attestation_age_secs {
+            let generated =
+                chrono::DateTime::parse_from_rfc3339(&report.generated_at).map(|t| t.timestamp()).unwrap_or(0);
+            last.get_or_create(&labels).set((generated - age) as f64);
+        }
+    }
+    for i in &report.integrity {
+        for (kind, count) in &i.events_by_kind {
+            chain
+                .get_or_create(&vec![("node", i.node_id.clone()), ("kind", kind.clone())])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register("kosmos_node_compliance_ratio", "pass / (pass + fail + error) of the node's latest findings", ratio);
+    reg.register("kosmos_node_compliant", "1 when the node is compliant (on time, no blocking finding)", compliant);
+    reg.register(
+        "kosmos_node_last_attestation_timestamp_seconds",
+        "Creation time of the node's newest attestation (Unix seconds)",
+        last,
+    );
+    reg.register("kosmos_node_chain_events", "Chain and security events recorded on the node, by kind", chain);
+
+    let failing = Family::<Labels, Gauge>::default();
+    for c in &report.checks {
+        failing
+            .get_or_create(&vec![
+                ("check", c.id.clone()),
+                ("severity", c.severity.clone()),
+                ("family", c.family.clone()),
+            ])
+            .set(i64::try_from(c.counts.fail).unwrap_or(i64::MAX));
+    }
+    reg.register("kosmos_check_failing_nodes", "Nodes whose latest finding for the check is fail", failing);
+
+    let fleet_ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    fleet_ratio.set(report.summary.compliant_pct.map_or(0.0, |p| p / 100.0));
+    reg.register("kosmos_fleet_compliant_ratio", "Compliant nodes among non-revoked nodes", fleet_ratio);
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    dash: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let refresher = tokio::spawn(refresh_loop(Arc::clone(&dash)));
+    let result = axum::serve(listener, router(dash)).with_graceful_shutdown(shutdown).await;
+    refresher.abort();
+    result
+}

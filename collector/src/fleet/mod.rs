@@ -1,0 +1,372 @@
+//! The fleet hardening report: how every enrolled node stands against the
+//! customer's responsibilities, built offline from the store.
+//!
+//! [`FleetReport`] is the machine contract (`kosmos.fleet-report/v1`,
+//! `schemas/fleet-report.v1.schema.json`); the HTML, Markdown, CSV and JUnit
+//! renderings and the live dashboard are views of it. [`query`] reads it
+//! from the SQLite store through a read-only connection, so a report never
+//! blocks ingest.
+//!
+//! Definitions an auditor needs, stated once here and in the report:
+//! - a node is **stale** when its newest attestation is older than three
+//!   attestation intervals: for an external node, silence is itself a
+//!   connectivity or health finding;
+//! - a node is **compliant** when it is neither stale, revoked nor silent,
+//!   and its latest report has no `fail` or `error` finding at `high` or
+//!   `critical` severity (the agent's default `--fail-on`);
+//! - a node's **score** is pass / (pass + fail + error): waived and
+//!   not-applicable findings are left out, errors count against it.
+
+pub mod csv;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+pub mod query;
+pub mod srm;
+mod svg;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The schema identifier of the fleet report.
+pub const SCHEMA: &str = "kosmos.fleet-report/v1";
+
+/// Severities, most severe first.
+pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+
+/// Families whose changes make the drift timeline.
+pub const DRIFT_FAMILIES: [&str; 6] = ["kubelet", "kube_proxy", "firewall", "exposure", "ssh", "sysctl"];
+
+/// Waivers expiring within this many days are flagged.
+pub const WAIVER_SOON_DAYS: i64 = 30;
+
+/// Which findings each node's section carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// Everything that is not a pass: fail, error, waived, not_applicable
+    /// (passes are counted).
+    Failing,
+    /// Every finding, passes included.
+    All,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// "Now" for staleness and ages (milliseconds since the epoch).
+    pub now_ms: i64,
+    /// Drift, events and trend start here; latest findings are always current.
+    pub since_ms: Option<i64>,
+    /// The expected attestation interval.
+    pub interval_secs: u64,
+    pub detail: Detail,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetReport {
+    pub schema: String,
+    pub generated_at: String,
+    pub collector_version: String,
+    pub since: Option<String>,
+    pub settings: Settings,
+    pub summary: Summary,
+    pub srm: Vec<SrmArea>,
+    pub nodes: Vec<NodeReport>,
+    pub checks: Vec<CheckReport>,
+    pub drift: Vec<DriftEntry>,
+    pub integrity: Vec<NodeIntegrity>,
+    pub waivers: Vec<WaiverEntry>,
+    pub trend: Vec<TrendDay>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub interval_secs: u64,
+    pub stale_after_secs: u64,
+    pub detail: Detail,
+    pub compliance_rule: String,
+    pub score_rule: String,
+}
+
+/// Counts of findings by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    pub pass: u64,
+    pub fail: u64,
+    pub error: u64,
+    pub not_applicable: u64,
+    pub waived: u64,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: &str) {
+        match status {
+            "pass" => self.pass += 1,
+            "fail" => self.fail += 1,
+            "error" => self.error += 1,
+            "not_applicable" => self.not_applicable += 1,
+            "waived" => self.waived += 1,
+            _ => {}
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.pass + self.fail + self.error + self.not_applicable + self.waived
+    }
+
+    /// pass / (pass + fail + error), in percent; None when nothing was decided.
+    pub fn score_pct(&self) -> Option<f64> {
+        let decided = self.pass + self.fail + self.error;
+        (decided > 0).then(|| round1(100.0 * self.pass as f64 / decided as f64))
+    }
+}
+
+/// One decimal, so that every rendering shows the same number.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub nodes_total: u64,
+    pub nodes_ok: u64,
+    pub nodes_stale: u64,
+    pub nodes_never_reported: u64,
+    pub nodes_revoked: u64,
+    pub nodes_compliant: u64,
+    /// Compliant nodes among the nodes that are not revoked.
+    pub compliant_pct: Option<f64>,
+    pub findings: StatusCounts,
+    /// `fail` findings by severity (every severity present, zeros included).
+    pub failures_by_severity: BTreeMap<String, u64>,
+    /// `fail` findings by family.
+    pub failures_by_family: BTreeMap<String, u64>,
+    pub errors_total: u64,
+    pub nodes_with_integrity_events: u64,
+    pub waivers_total: u64,
+    pub waivers_expiring_soon: u64,
+    pub waivers_expired: u64,
+}
+
+/// Where a node stands as a reporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Ok,
+    Stale,
+    NeverReported,
+    Revoked,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ok => "ok",
+            NodeState::Stale => "stale",
+            NodeState::NeverReported => "never_reported",
+            NodeState::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub hostname: String,
+    pub state: NodeState,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub agent_version: Option<String>,
+    pub profile: Option<String>,
+    pub enrolled_at: String,
+    pub revoked_at: Option<String>,
+    pub last_attestation_at: Option<String>,
+    pub last_attestation_age_secs: Option<i64>,
+    pub head_seq: u64,
+    pub counts: StatusCounts,
+    /// `fail` and `error` findings at `high` or `critical`.
+    pub blocking: u64,
+    pub failing_by_severity: BTreeMap<String, u64>,
+    pub score_pct: Option<f64>,
+    pub compliant: bool,
+    pub integrity_events: u64,
+    pub findings: Vec<NodeFinding>,
+}
+
+/// One finding of a node, as its agent reported it (check metadata lives in
+/// [`CheckReport`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeFinding {
+    pub id: String,
+    pub title: String,
+    pub family: String,
+    pub severity: String,
+    pub status: String,
+    #[serde(default)]
+    pub observed: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub expected: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub waiver: Option<Waiver>,
+    /// The attestation this finding last changed in.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evidence {
+    pub source: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Waiver {
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub expired: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub id: String,
+    pub title: String,
+    pub family: String,
+    pub severity: String,
+    pub responsibility: Option<String>,
+    pub remediation: Option<String>,
+    pub references: Vec<Reference>,
+    pub counts: StatusCounts,
+    /// pass / (pass + fail + error) across the fleet, in percent.
+    pub pass_rate_pct: Option<f64>,
+    pub failing_nodes: Vec<String>,
+    pub error_nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reference {
+    pub standard: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriftEntry {
+    pub at: String,
+    pub node_id: String,
+    pub hostname: String,
+    pub check_id: String,
+    pub family: String,
+    pub seq: u64,
+    pub old_status: Option<String>,
+    pub new_status: String,
+    pub old_observed: Option<String>,
+    pub new_observed: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeIntegrity {
+    pub node_id: String,
+    pub hostname: String,
+    /// Every stored envelope's signature was verified against the node's
+    /// enrolled key before it was stored; refused ones are events.
+    pub head_seq: u64,
+    /// `intact` when the node has no chain or security event in range.
+    pub chain: String,
+    pub events_by_kind: BTreeMap<String, u64>,
+    /// The most recent events (at most [`INTEGRITY_EVENTS_SHOWN`]).
+    pub recent_events: Vec<IntegrityEvent>,
+}
+
+/// Events listed per node; the counts cover all of them.
+pub const INTEGRITY_EVENTS_SHOWN: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntegrityEvent {
+    pub at: String,
+    pub kind: String,
+    pub seq: Option<u64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SrmArea {
+    pub area: String,
+    /// The responsibility as the shared responsibility model words it.
+    pub srm_text: String,
+    pub families: Vec<String>,
+    /// ok: every node evidenced and nothing failing; failing: a node fails;
+    /// incomplete: nothing failing but some nodes are not evidenced.
+    pub status: String,
+    pub nodes_ok: u64,
+    pub nodes_failing: u64,
+    pub nodes_unknown: u64,
+    pub failing_checks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaiverEntry {
+    pub node_id: String,
+    pub hostname: String,
+    pub check_id: String,
+    pub reason: Option<String>,
+    pub expires: Option<String>,
+    pub expired: bool,
+    pub expires_soon: bool,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrendDay {
+    pub day: String,
+    pub nodes_reporting: u64,
+    pub nodes_compliant: u64,
+    pub compliant_pct: f64,
+    pub score_pct: Option<f64>,
+}
+
+/// Format milliseconds since the epoch as RFC 3339 (UTC, seconds).
+pub fn rfc3339(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => format!("@{ms}ms"),
+    }
+}
+
+/// Parse `--since`: RFC 3339, or a bare `YYYY-MM-DD` (midnight UTC).
+pub fn parse_date(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) => Ok(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_millis()),
+        Err(_) => Err(format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_and_dates() {
+        let c = StatusCounts { pass: 2, fail: 1, error: 0, not_applicable: 5, waived: 1 };
+        assert_eq!(c.score_pct(), Some(66.7));
+        assert_eq!(StatusCounts::default().score_pct(), None);
+        assert_eq!(parse_date("2026-11-22").unwrap(), 1_795_305_600_000);
+        assert_eq!(parse_date("2026-11-22T00:00:00Z").unwrap(), 1_795_305_600_000);
+        assert!(parse_date("yesterday").is_err());
+        assert_eq!(rfc3339(1_795_305_600_000), "2026-11-22T00:00:00Z");
+    }
+}
