@@ -235,42 +235,52 @@ fn report(
     let conn = fleet::query::open(&db)?;
     let opts = fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail };
     let report = fleet::query::build(&conn, &opts)?;
-    let bytes = match format {
-        ReportFormat::Html => fleet::html::report(&report).into_bytes(),
-        ReportFormat::Json => serde_json::to_vec_pretty(&report).map_err(|e| CliError::Other(e.to_string()))?,
-        ReportFormat::Csv => fleet::csv::render(&report).map_err(|e| CliError::Other(e.to_string()))?,
-        ReportFormat::Md => fleet::markdown::render(&report).into_bytes(),
-        ReportFormat::Junit => fleet::junit::render(&report).map_err(|e| CliError::Other(e.to_string()))?.into_bytes(),
+    let render = |w: &mut dyn Write| -> std::io::Result<()> {
+        match format {
+            ReportFormat::Html => fleet::html::write_report(&report, w),
+            ReportFormat::Json => serde_json::to_writer(&mut *w, &report).map_err(std::io::Error::other),
+            ReportFormat::Csv => fleet::csv::render(&report, &mut *w).map_err(std::io::Error::other),
+            ReportFormat::Md => w.write_all(fleet::markdown::render(&report).as_bytes()),
+            ReportFormat::Junit => {
+                let xml = fleet::junit::render(&report).map_err(std::io::Error::other)?;
+                w.write_all(xml.as_bytes())
+            }
+        }
     };
     match out {
         None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            render(&mut stdout)
                 .and_then(|()| stdout.flush())
                 .map_err(|e| CliError::Io { path: "standard output".into(), source: e })?;
         }
-        Some(path) => write_private(&path, &bytes)?,
+        Some(path) => write_private(&path, render)?,
     }
     Ok(0)
 }
 
-/// Write `bytes` to `path` atomically (temporary file, fsync, rename), 0600:
-/// a fleet report lists every weakness of every node.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+/// Write to `path` atomically (temporary file, fsync, rename), 0600: a
+/// fleet report lists every weakness of every node.
+fn write_private(
+    path: &std::path::Path,
+    render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e| CliError::Io { path: path.display().to_string(), source: e };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = render(&mut w)
+        .and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error))
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(e));
     }
     Ok(())
 }
-
 fn serve(
     cfg: Config,
     listen: Option<std::net::SocketAddr>,

@@ -81,7 +81,27 @@ pub struct Dashboard {
     /// SHA-256 of the bearer token, when one is required.
     token_sha256: Option<[u8; 32]>,
     ingest: Arc<Metrics>,
-    snapshot: RwLock<Arc<FleetReport>>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+/// The fleet report and what is rendered from it once per rebuild: the
+/// unfiltered fleet page and the fleet part of `/metrics`.
+#[derive(Debug)]
+struct Snapshot {
+    report: FleetReport,
+    fleet_page: String,
+    fleet_metrics: String,
+}
+
+impl Snapshot {
+    fn new(report: FleetReport) -> Snapshot {
+        let fleet_page = html::fleet_page(&report, &Filter::default());
+        let fleet_metrics = match fleet_metrics(&report) {
+            Ok(text) => text,
+            Err(e) => format!("# fleet metrics could not be encoded: {e}\n"),
+        };
+        Snapshot { report, fleet_page, fleet_metrics }
+    }
 }
 
 type Shared = Arc<Dashboard>;
@@ -100,21 +120,21 @@ impl Dashboard {
             interval_secs,
             token_sha256: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             ingest,
-            snapshot: RwLock::new(Arc::new(first)),
+            snapshot: RwLock::new(Arc::new(Snapshot::new(first))),
         })
     }
 
-    fn snapshot(&self) -> Arc<FleetReport> {
+    fn snapshot(&self) -> Arc<Snapshot> {
         match self.snapshot.read() {
             Ok(g) => Arc::clone(&g),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
-    fn replace(&self, report: FleetReport) {
+    fn replace(&self, snapshot: Snapshot) {
         match self.snapshot.write() {
-            Ok(mut g) => *g = Arc::new(report),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(report),
+            Ok(mut g) => *g = Arc::new(snapshot),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(snapshot),
         }
     }
 }
@@ -154,9 +174,9 @@ pub async fn refresh_loop(dash: Shared) {
         seen_version = version;
         let d = Arc::clone(&dash);
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || build(&d.database, d.interval_secs)).await {
-            Ok(Ok(report)) => {
-                dash.replace(report);
+        match tokio::task::spawn_blocking(move || build(&d.database, d.interval_secs).map(Snapshot::new)).await {
+            Ok(Ok(snapshot)) => {
+                dash.replace(snapshot);
                 tracing::debug!("fleet snapshot rebuilt in {:?}", started.elapsed());
             }
             Ok(Err(e)) => tracing::warn!("cannot rebuild the fleet snapshot: {e}"),
@@ -219,11 +239,17 @@ fn not_found(what: &str) -> Response {
 }
 
 async fn fleet_page(State(dash): State<Shared>, Query(filter): Query<Filter>) -> Response {
-    html_response(html::fleet_page(&dash.snapshot(), &filter))
+    let snap = dash.snapshot();
+    if filter.is_empty() {
+        html_response(snap.fleet_page.clone())
+    } else {
+        html_response(html::fleet_page(&snap.report, &filter))
+    }
 }
 
 async fn node_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>, Query(filter): Query<Filter>) -> Response {
-    let report = dash.snapshot();
+    let snap = dash.snapshot();
+    let report = &snap.report;
     let Some(node) = report.nodes.iter().find(|n| n.id == id).cloned() else { return not_found("node") };
     let d = Arc::clone(&dash);
     let lookup = id.clone();
@@ -233,47 +259,83 @@ async fn node_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>, Que
     })
     .await;
     match findings {
-        Ok(Ok(f)) => html_response(html::node_page(&report, &node, &f, &filter)),
+        Ok(Ok(f)) => html_response(html::node_page(report, &node, &f, &filter)),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
 async fn check_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
-    let report = dash.snapshot();
-    match report.checks.iter().find(|c| c.id == id) {
-        Some(c) => html_response(html::check_page(&report, c)),
+    let snap = dash.snapshot();
+    match snap.report.checks.iter().find(|c| c.id == id) {
+        Some(c) => html_response(html::check_page(&snap.report, c)),
         None => not_found("check"),
     }
 }
 
 async fn report_json(State(dash): State<Shared>) -> Response {
-    match serde_json::to_vec(&*dash.snapshot()) {
+    match serde_json::to_vec(&dash.snapshot().report) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
 async fn healthz(State(dash): State<Shared>) -> Response {
-    let r = dash.snapshot();
+    let snap = dash.snapshot();
+    let r = &snap.report;
     format!("ok\nsnapshot {}\nnodes {}\n", r.generated_at, r.summary.nodes_total).into_response()
 }
 
 async fn metrics(State(dash): State<Shared>) -> Response {
-    match render_metrics(&dash.snapshot(), &dash.ingest) {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-            .into_response(),
+    let snap = dash.snapshot();
+    match ingest_metrics(&dash.ingest) {
+        Ok(ingest) => {
+            // The fleet part was encoded with the snapshot; the ingest part
+            // is live and carries the single `# EOF` terminator.
+            let mut text = String::with_capacity(snap.fleet_metrics.len() + ingest.len());
+            text.push_str(&snap.fleet_metrics);
+            text.push_str(&ingest);
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The fleet metrics, from the snapshot, plus the collector's own ingest
-/// metrics. Per-node series are labelled with node id and hostname.
+/// The event kinds the collector records (see `store::NodeEvent`).
+const EVENT_KINDS: [&str; 10] = [
+    "gap",
+    "fork",
+    "replay",
+    "spool_overflow",
+    "clock_skew",
+    "clock_backwards",
+    "bad_signature",
+    "identity_mismatch",
+    "revoked",
+    "malformed_report",
+];
+
+/// The fleet metrics and the collector's own ingest metrics, one exposition.
 pub fn render_metrics(report: &FleetReport, ingest: &Metrics) -> Result<String, std::fmt::Error> {
+    Ok(fleet_metrics(report)? + &ingest_metrics(ingest)?)
+}
+
+/// The collector's ingest metrics (live counters), ending with `# EOF`.
+pub fn ingest_metrics(ingest: &Metrics) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     ingest.register(&mut reg);
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+/// The fleet metrics of a report, without the `# EOF` terminator. Per-node
+/// series are labelled with node id and hostname.
+pub fn fleet_metrics(report: &FleetReport) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
 
     let by_state = Family::<Labels, Gauge>::default();
     for state in [NodeState::Ok, NodeState::Stale, NodeState::NeverReported, NodeState::Revoked] {
@@ -314,6 +376,23 @@ pub fn render_metrics(report: &FleetReport, ingest: &Metrics) -> Result<String, 
     );
     reg.register("kosmos_node_chain_events", "Chain and security events recorded on the node, by kind", chain);
 
+    // Fleet-wide chain events with every known kind present (0 included),
+    // so that dashboards and alerts see the series before the first event.
+    let by_kind = Family::<Labels, Gauge>::default();
+    let mut kinds: std::collections::BTreeMap<String, u64> = EVENT_KINDS.iter().map(|k| (k.to_string(), 0)).collect();
+    for i in &report.integrity {
+        for (kind, count) in &i.events_by_kind {
+            *kinds.entry(kind.clone()).or_insert(0) += count;
+        }
+    }
+    for (kind, count) in kinds {
+        by_kind.get_or_create(&vec![("kind", kind)]).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    reg.register("kosmos_fleet_chain_events", "Chain and security events recorded across the fleet, by kind", by_kind);
+    let troubled = Gauge::<i64>::default();
+    troubled.set(i64::try_from(report.summary.nodes_with_integrity_events).unwrap_or(i64::MAX));
+    reg.register("kosmos_fleet_nodes_with_chain_events", "Nodes with at least one chain or security event", troubled);
+
     let failing = Family::<Labels, Gauge>::default();
     for c in &report.checks {
         failing
@@ -332,6 +411,9 @@ pub fn render_metrics(report: &FleetReport, ingest: &Metrics) -> Result<String, 
 
     let mut out = String::new();
     encode(&mut out, &reg)?;
+    if let Some(body) = out.strip_suffix("# EOF\n") {
+        out.truncate(body.len());
+    }
     Ok(out)
 }
 

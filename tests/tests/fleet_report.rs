@@ -328,6 +328,28 @@ fn dashboard_pages_metrics_and_access() {
     assert!(m.contains("kosmos_collector_ingest_latency_seconds_count 4"), "{m}");
     assert!(m.trim_end().ends_with("# EOF"));
     assert_eq!(http_get(addr, "/healthz", None).0, 200);
+
+    // The shipped Grafana dashboard only queries metrics the collector serves.
+    let grafana: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("packaging/grafana/kosmos-fleet.json")).unwrap())
+            .unwrap();
+    let mut queried = 0;
+    for panel in grafana["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|t| t.starts_with("kosmos_"))
+            {
+                assert!(
+                    m.contains(name),
+                    "Grafana panel {:?} queries {name}, which /metrics does not serve",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the report's detail level carries), with the node's standing repeated on
 //! each row so that a pivot table needs nothing else.
 
-use super::{FleetReport, NodeFinding};
+use super::{FindingView, FleetReport, json_text};
 
 /// The header row, in order.
 pub const COLUMNS: [&str; 18] = [
@@ -26,39 +26,33 @@ pub const COLUMNS: [&str; 18] = [
     "seq",
 ];
 
-fn json_text(v: &Option<Box<serde_json::value::RawValue>>) -> String {
-    match v.as_deref().map(serde_json::value::RawValue::get) {
-        None | Some("null") => String::new(),
-        Some(t) => serde_json::from_str::<String>(t).unwrap_or_else(|_| t.to_string()),
-    }
+fn evidence(v: &FindingView<'_>) -> String {
+    v.evidence.iter().map(|e| format!("{}: {}", e.source, e.detail)).collect::<Vec<_>>().join("\n")
 }
 
-fn evidence(f: &NodeFinding) -> String {
-    f.evidence.iter().map(|e| format!("{}: {}", e.source, e.detail)).collect::<Vec<_>>().join("\n")
-}
-
-/// Render the findings as CSV (RFC 4180 quoting by the csv crate).
-pub fn render(report: &FleetReport) -> Result<Vec<u8>, csv::Error> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// Write the findings as CSV (RFC 4180 quoting by the csv crate).
+pub fn render<W: std::io::Write>(report: &FleetReport, out: W) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
     for n in &report.nodes {
         for f in &n.findings {
-            let waiver = f.waiver.as_ref();
+            let view = f.view().map_err(|e| csv::Error::from(std::io::Error::other(e)))?;
+            let waiver = view.waiver.as_ref();
             w.write_record([
                 n.id.as_str(),
                 &n.hostname,
                 n.state.as_str(),
                 n.last_attestation_at.as_deref().unwrap_or(""),
                 if n.compliant { "true" } else { "false" },
-                &f.id,
-                &f.title,
+                &f.check_id,
+                &view.title,
                 &f.family,
                 &f.severity,
                 &f.status,
-                &json_text(&f.observed),
-                &json_text(&f.expected),
-                f.reason.as_deref().unwrap_or(""),
-                &evidence(f),
+                &json_text(view.observed),
+                &json_text(view.expected),
+                view.reason.as_deref().unwrap_or(""),
+                &evidence(&view),
                 waiver.and_then(|w| w.reason.as_deref()).unwrap_or(""),
                 waiver.and_then(|w| w.expires.as_deref()).unwrap_or(""),
                 match waiver.and_then(|w| w.expired) {
@@ -70,5 +64,6 @@ pub fn render(report: &FleetReport) -> Result<Vec<u8>, csv::Error> {
             ])?;
         }
     }
-    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    w.flush()?;
+    Ok(())
 }

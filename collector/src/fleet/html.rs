@@ -10,7 +10,7 @@
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::svg;
-use super::{CheckReport, FleetReport, NodeFinding, NodeReport, NodeState, SEVERITIES};
+use super::{CheckReport, FleetReport, NodeFinding, NodeReport, NodeState, SEVERITIES, json_text};
 
 /// Drift entries shown in HTML; the JSON and CSV reports carry all of them.
 pub const DRIFT_SHOWN: usize = 500;
@@ -115,54 +115,64 @@ fn age(secs: Option<i64>) -> String {
 }
 
 fn page(title: &str, report: &FleetReport, mode: Mode, body: Markup) -> String {
+    let mut out = page_open(title, report, mode);
+    out.push_str(&body.into_string());
+    out.push_str(PAGE_CLOSE);
+    out
+}
+
+const PAGE_CLOSE: &str = "</main></body></html>";
+
+/// Everything of a page up to the opening of `main`: the body is written
+/// after it (section by section for the large single-file report).
+fn page_open(title: &str, report: &FleetReport, mode: Mode) -> String {
+    let root = if mode == Mode::Live { "/" } else { "" };
     let markup = html! {
         (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                @if mode == Mode::Live { meta http-equiv="refresh" content="60"; }
-                title { (title) }
-                style { (PreEscaped(CSS)) }
-            }
-            body {
-                header {
-                    h1 { (title) }
-                    div.meta {
-                        "Generated " span #generated-at { (report.generated_at) }
-                        " by kosmos-collector " (report.collector_version)
-                        @if let Some(s) = &report.since { " · history since " (s) }
-                        " · stale after " (report.settings.stale_after_secs) " s (3 × the "
-                        (report.settings.interval_secs) " s attestation interval)"
-                        @if mode == Mode::Live { " · live view, refreshed every 60 s" }
-                    }
-                }
-                nav {
-                    @if mode == Mode::Live { a href="/" { "Fleet" } }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#summary" } { "Summary" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#srm" } { "Responsibilities" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#nodes" } { "Nodes" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#checks" } { "Checks" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#drift" } { "Drift" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#integrity" } { "Integrity" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#waivers" } { "Waivers" }
-                    a href={ (if mode == Mode::Live { "/" } else { "" }) "#trend" } { "Trend" }
-                    @if mode == Mode::Live { a href="/metrics" { "/metrics" } a href="/api/report.json" { "JSON" } }
-                }
-                main { (body) }
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        @if mode == Mode::Live { meta http-equiv="refresh" content="60"; }
+        title { (title) }
+        style { (PreEscaped(CSS)) }
+        header {
+            h1 { (title) }
+            div.meta {
+                "Generated " span #generated-at { (report.generated_at) }
+                " by kosmos-collector " (report.collector_version)
+                @if let Some(s) = &report.since { " · history since " (s) }
+                " · stale after " (report.settings.stale_after_secs) " s (3 × the "
+                (report.settings.interval_secs) " s attestation interval)"
+                @if mode == Mode::Live { " · live view, refreshed every 60 s" }
             }
         }
+        nav {
+            @if mode == Mode::Live { a href="/" { "Fleet" } }
+            @for (anchor, label) in [("summary", "Summary"), ("srm", "Responsibilities"), ("nodes", "Nodes"), ("checks", "Checks"),
+                                     ("drift", "Drift"), ("integrity", "Integrity"), ("waivers", "Waivers"), ("trend", "Trend")] {
+                a href={ (root) "#" (anchor) } { (label) }
+            }
+            @if mode == Mode::Live { a href="/metrics" { "/metrics" } a href="/api/report.json" { "JSON" } }
+        }
     };
-    markup.into_string()
+    // html/head/body start tags are implied (HTML5); written explicitly for
+    // readers of the source.
+    let mut s = markup.into_string();
+    if let Some(rest) = s.strip_prefix("<!DOCTYPE html>") {
+        s = format!("<!DOCTYPE html><html lang=\"en\"><head>{}", rest.replacen("<header>", "</head><body><header>", 1));
+    }
+    s.push_str("<main>");
+    s
 }
 
 /// The single-file report: every view, with each node's and each failing
-/// check's details in the same file.
-pub fn report(report: &FleetReport) -> String {
+/// check's details in the same file. Written section by section, so the
+/// page never exists whole in memory.
+pub fn write_report<W: std::io::Write + ?Sized>(report: &FleetReport, out: &mut W) -> std::io::Result<()> {
     let filter = Filter::default();
     let names = hostnames(report);
-    let body = html! {
-        (fleet_sections(report, Mode::Static, &filter))
+    out.write_all(page_open("Fleet hardening report", report, Mode::Static).as_bytes())?;
+    out.write_all(fleet_sections(report, Mode::Static, &filter).into_string().as_bytes())?;
+    let intro = html! {
         h2 #check-details { "Failing checks in detail" }
         @for c in report.checks.iter().filter(|c| c.counts.fail + c.counts.error > 0) {
             (check_section(c, Mode::Static, &names))
@@ -172,11 +182,20 @@ pub fn report(report: &FleetReport) -> String {
             super::Detail::Failing => "Every finding that is not a pass (fail, error, waived, not applicable) with its evidence; passes are counted. Generate with --findings all to list passes too.",
             super::Detail::All => "Every finding, passes included.",
         } }
-        @for n in &report.nodes {
-            (node_section(n, &n.findings, Mode::Static, &filter))
-        }
     };
-    page("Fleet hardening report", report, Mode::Static, body)
+    out.write_all(intro.into_string().as_bytes())?;
+    for n in &report.nodes {
+        out.write_all(node_section(n, &n.findings, Mode::Static, &filter).into_string().as_bytes())?;
+    }
+    out.write_all(PAGE_CLOSE.as_bytes())
+}
+
+/// [`write_report`] into a string.
+pub fn report(report: &FleetReport) -> String {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_report(report, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The dashboard's fleet page.
@@ -356,10 +375,13 @@ fn fleet_sections(r: &FleetReport, mode: Mode, filter: &Filter) -> Markup {
         section #integrity {
             h2 { "Integrity: signatures and hash chains" }
             p.note { "Every stored envelope's Ed25519 signature was verified against the node's enrolled certificate before it was stored; anything else was refused and recorded below. Chain events: gaps, forks, replays, spool overflow markers, clock anomalies, refused envelopes. `kosmos-collector evidence verify` re-checks an exported bundle offline." }
+            @let troubled: Vec<_> = r.integrity.iter().filter(|i| i.chain != "intact" && filter.node_ok(&i.node_id, &i.hostname)).collect();
+            p { strong data-summary="chains_intact" { (r.integrity.len() - r.integrity.iter().filter(|i| i.chain != "intact").count()) } " of " (r.integrity.len()) " nodes have an intact chain and no refused envelope." }
+            @if !troubled.is_empty() {
             table {
                 thead { tr { th { "Node" } th.num { "Head seq" } th { "Chain" } th { "Events" } } }
                 tbody {
-                    @for i in r.integrity.iter().filter(|i| filter.node_ok(&i.node_id, &i.hostname)) {
+                    @for i in troubled {
                         tr data-integrity=(i.node_id) {
                             td { a href=(node_href(mode, &i.node_id)) { (i.hostname) } }
                             td.num { (i.head_seq) }
@@ -373,6 +395,7 @@ fn fleet_sections(r: &FleetReport, mode: Mode, filter: &Filter) -> Markup {
                         }
                     }
                 }
+            }
             }
         }
         section #waivers {
@@ -412,16 +435,6 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-fn json_text(v: &Option<Box<serde_json::value::RawValue>>) -> String {
-    match v.as_deref().map(serde_json::value::RawValue::get) {
-        None | Some("null") => String::new(),
-        Some(t) => match serde_json::from_str::<String>(t) {
-            Ok(s) => s,
-            Err(_) => t.to_string(),
-        },
-    }
-}
-
 fn node_section(n: &NodeReport, findings: &[NodeFinding], mode: Mode, filter: &Filter) -> Markup {
     let shown: Vec<&NodeFinding> =
         findings.iter().filter(|f| filter.severity_ok(&f.severity) && filter.family_ok(&f.family)).collect();
@@ -443,16 +456,26 @@ fn node_section(n: &NodeReport, findings: &[NodeFinding], mode: Mode, filter: &F
                     thead { tr { th { "Check" } th { "Status" } th { "Severity" } th { "Observed" } th { "Expected" } th { "Evidence / reason" } } }
                     tbody {
                         @for f in &shown {
-                            tr data-finding=(f.id) {
-                                td { a href=(check_href(mode, &f.id)) { code { (f.id) } } br; span.note { (f.title) } }
-                                td { span class={ "b s-" (f.status) } { (f.status) } }
-                                td { span class={ "sev-" (f.severity) } { (f.severity) } }
-                                td { pre { (json_text(&f.observed)) } }
-                                td { pre { (json_text(&f.expected)) } }
-                                td {
-                                    @if let Some(r) = &f.reason { div { (r) } }
-                                    @if let Some(w) = &f.waiver { div.note { "Waiver: " (w.reason.clone().unwrap_or_default()) " (expires " (w.expires.clone().unwrap_or_else(|| "never".into())) ")" @if w.expired == Some(true) { strong { " expired" } } } }
-                                    @for e in &f.evidence { div.ev { code { (e.source) } " " (e.detail) } }
+                            @match f.view() {
+                                Ok(v) => {
+                                    tr data-finding=(f.check_id) {
+                                        td { a href=(check_href(mode, &f.check_id)) { code { (f.check_id) } } br; span.note { (v.title) } }
+                                        td { span class={ "b s-" (f.status) } { (f.status) } }
+                                        td { span class={ "sev-" (f.severity) } { (f.severity) } }
+                                        td { pre { (json_text(v.observed)) } }
+                                        td { pre { (json_text(v.expected)) } }
+                                        td {
+                                            @if let Some(r) = &v.reason { div { (r) } }
+                                            @if let Some(w) = &v.waiver { div.note { "Waiver: " (w.reason.as_deref().unwrap_or("")) " (expires " (w.expires.as_deref().unwrap_or("never")) ")" @if w.expired == Some(true) { strong { " expired" } } } }
+                                            @for e in &v.evidence { div.ev { code { (e.source) } " " (e.detail) } }
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    tr data-finding=(f.check_id) {
+                                        td { code { (f.check_id) } } td { span class={ "b s-" (f.status) } { (f.status) } }
+                                        td { (f.severity) } td colspan="3" { "the stored finding cannot be read: " (e.to_string()) }
+                                    }
                                 }
                             }
                         }
@@ -499,6 +522,8 @@ mod tests {
     /// A report whose node data is hostile markup.
     fn hostile() -> FleetReport {
         let evil = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+        let finding = serde_json::json!({"id": "ssh.permit_root_login", "title": evil, "family": "ssh", "severity": "high",
+            "status": "fail", "observed": evil, "expected": "no", "evidence": [{"source": evil, "detail": evil}], "reason": null});
         serde_json::from_value(serde_json::json!({
             "schema": "kosmos.fleet-report/v1", "generated_at": "2026-11-22T00:00:00Z", "collector_version": "0",
             "since": null,
@@ -512,8 +537,8 @@ mod tests {
                 "last_attestation_at": "2026-11-22T00:00:00Z", "last_attestation_age_secs": 1, "head_seq": 1,
                 "counts": {"pass": 0, "fail": 1, "error": 0, "not_applicable": 0, "waived": 0}, "blocking": 1,
                 "failing_by_severity": {"high": 1}, "score_pct": 0.0, "compliant": false, "integrity_events": 0,
-                "findings": [{"id": "ssh.permit_root_login", "title": evil, "family": "ssh", "severity": "high", "status": "fail",
-                    "observed": evil, "expected": "no", "evidence": [{"source": evil, "detail": evil}], "reason": null, "seq": 1}]}],
+                "findings": [{"check_id": "ssh.permit_root_login", "family": "ssh", "severity": "high", "status": "fail", "seq": 1,
+                    "finding": finding}]}],
             "checks": [], "drift": [], "integrity": [], "waivers": [], "trend": []
         }))
         .unwrap()

@@ -88,7 +88,7 @@ pub fn render(report: &FleetReport) -> Result<String, quick_junit::SerializeErro
                         matches!(f.status.as_str(), "fail" | "error")
                             && matches!(f.severity.as_str(), "critical" | "high")
                     })
-                    .map(|f| format!("{} ({} {})", f.id, f.severity, f.status))
+                    .map(|f| format!("{} ({} {})", f.check_id, f.severity, f.status))
                     .collect();
                 failure(
                     NonSuccessKind::Failure,

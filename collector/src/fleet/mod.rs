@@ -25,6 +25,7 @@ pub mod query;
 pub mod srm;
 mod svg;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,14 @@ impl StatusCounts {
         }
     }
 
+    pub fn merge(&mut self, other: &StatusCounts) {
+        self.pass += other.pass;
+        self.fail += other.fail;
+        self.error += other.error;
+        self.not_applicable += other.not_applicable;
+        self.waived += other.waived;
+    }
+
     pub fn total(&self) -> u64 {
         self.pass + self.fail + self.error + self.not_applicable + self.waived
     }
@@ -197,44 +206,67 @@ pub struct NodeReport {
     pub findings: Vec<NodeFinding>,
 }
 
-/// One finding of a node, as its agent reported it (check metadata lives in
-/// [`CheckReport`]).
+/// One finding of a node: the agent's signed finding object verbatim
+/// (`finding`, as in `kosmos.report/v1`), indexed by the fields the views
+/// sort and filter on, and the attestation it last changed in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeFinding {
-    pub id: String,
-    pub title: String,
+    pub check_id: String,
     pub family: String,
     pub severity: String,
     pub status: String,
-    #[serde(default)]
-    pub observed: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub expected: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub evidence: Vec<Evidence>,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub waiver: Option<Waiver>,
-    /// The attestation this finding last changed in.
-    #[serde(default)]
     pub seq: u64,
+    pub finding: Box<RawValue>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evidence {
-    pub source: String,
-    pub detail: String,
+impl NodeFinding {
+    /// The finding's fields, borrowed from the stored JSON.
+    pub fn view(&self) -> Result<FindingView<'_>, serde_json::Error> {
+        serde_json::from_str(self.finding.get())
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Waiver {
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub expires: Option<String>,
+/// A stored finding's fields, borrowed (strings with escapes are copied).
+#[derive(Debug, Deserialize)]
+pub struct FindingView<'a> {
+    #[serde(borrow, default)]
+    pub title: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub observed: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub expected: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub evidence: Vec<Evidence<'a>>,
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub waiver: Option<Waiver<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Evidence<'a> {
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    #[serde(borrow)]
+    pub detail: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Waiver<'a> {
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub expires: Option<Cow<'a, str>>,
     #[serde(default)]
     pub expired: Option<bool>,
+}
+
+/// A JSON value as display text: strings unquoted, `null` empty.
+pub fn json_text(v: Option<&RawValue>) -> String {
+    match v.map(RawValue::get) {
+        None | Some("null") => String::new(),
+        Some(t) => serde_json::from_str::<String>(t).unwrap_or_else(|_| t.to_string()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

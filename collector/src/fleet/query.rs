@@ -7,10 +7,11 @@
 //! `events`: none of them reads the envelopes themselves, so the cost does
 //! not grow with the retained history of raw attestations.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Deserialize;
 
 use super::srm::{self, AREAS};
@@ -44,10 +45,32 @@ struct CheckAgg {
     id: String,
     family: String,
     severity: String,
+    severity_rank: usize,
+    area: Option<usize>,
     sample_node: String,
     counts: StatusCounts,
-    failing_nodes: Vec<String>,
-    error_nodes: Vec<String>,
+    /// Indexes into the node list.
+    failing_nodes: Vec<usize>,
+    error_nodes: Vec<usize>,
+}
+
+fn severity_rank(s: &str) -> usize {
+    SEVERITIES.iter().position(|x| *x == s).unwrap_or(SEVERITIES.len())
+}
+
+fn status_rank(s: &str) -> usize {
+    ["fail", "error", "waived", "not_applicable", "pass"].iter().position(|x| *x == s).unwrap_or(5)
+}
+
+/// Most urgent first: by status, then severity, then check id.
+pub fn sort_findings(findings: &mut [NodeFinding]) {
+    findings.sort_by(|a, b| {
+        (status_rank(&a.status), severity_rank(&a.severity), &a.check_id).cmp(&(
+            status_rank(&b.status),
+            severity_rank(&b.severity),
+            &b.check_id,
+        ))
+    });
 }
 
 /// Check metadata, read from one stored finding of the check.
@@ -71,8 +94,149 @@ fn ms_to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Below this many nodes one thread scans everything.
+const PARALLEL_MIN_NODES: usize = 200;
+
+/// What one node's rows added up to.
+#[derive(Debug)]
+struct NodePart {
+    counts: StatusCounts,
+    blocking: u64,
+    failing_by_severity: [u64; 6],
+    findings: Vec<NodeFinding>,
+    marks: Vec<AreaMark>,
+}
+
+/// The aggregates of one scanned node range.
+#[derive(Debug, Default)]
+struct ScanPart {
+    checks: Vec<CheckAgg>,
+    findings: StatusCounts,
+    nodes: HashMap<usize, NodePart>,
+    unmapped: BTreeMap<String, Vec<(usize, AreaMark)>>,
+    unmapped_failing: BTreeMap<String, Vec<String>>,
+}
+
+/// Scan the latest findings of nodes with `from <= node_id < to`.
+fn scan(
+    conn: &Connection,
+    from: Option<&str>,
+    to: Option<&str>,
+    node_index: &HashMap<String, usize>,
+    detail: Detail,
+) -> Result<ScanPart, StoreError> {
+    let doing = "reading the latest findings";
+    let mut stmt = conn
+        .prepare(
+            "SELECT node_id, check_id, status, severity, family, seq, finding_json FROM findings_latest
+             WHERE (?1 IS NULL OR node_id >= ?1) AND (?2 IS NULL OR node_id < ?2)",
+        )
+        .map_err(sql(doing))?;
+    let mut rows = stmt.query(params![from, to]).map_err(sql(doing))?;
+    let mut part = ScanPart::default();
+    let mut check_index: HashMap<String, usize> = HashMap::new();
+    let mut current: Option<(String, Option<usize>)> = None;
+    let mut unmapped_marks: BTreeMap<String, HashMap<usize, AreaMark>> = BTreeMap::new();
+    while let Some(r) = rows.next().map_err(sql(doing))? {
+        let node_id = text_at(r, 0, doing)?;
+        // Rows arrive grouped by node: look the node up once per group.
+        let ni = match &current {
+            Some((id, ni)) if id == node_id => *ni,
+            _ => {
+                let ni = node_index.get(node_id).copied();
+                current = Some((node_id.to_string(), ni));
+                ni
+            }
+        };
+        let Some(ni) = ni else { continue };
+        let check_id = text_at(r, 1, doing)?;
+        let status = text_at(r, 2, doing)?;
+        let ci = match check_index.get(check_id) {
+            Some(&ci) => ci,
+            None => {
+                let family = text_at(r, 4, doing)?;
+                let severity = text_at(r, 3, doing)?;
+                part.checks.push(CheckAgg {
+                    id: check_id.to_string(),
+                    family: family.to_string(),
+                    severity: severity.to_string(),
+                    severity_rank: severity_rank(severity),
+                    area: srm::area_of(family),
+                    sample_node: node_id.to_string(),
+                    ..CheckAgg::default()
+                });
+                check_index.insert(check_id.to_string(), part.checks.len() - 1);
+                part.checks.len() - 1
+            }
+        };
+        let c = &mut part.checks[ci];
+        part.findings.add(status);
+        c.counts.add(status);
+        let failing = matches!(status, "fail" | "error");
+        let node = part.nodes.entry(ni).or_insert_with(|| NodePart {
+            counts: StatusCounts::default(),
+            blocking: 0,
+            failing_by_severity: [0; 6],
+            findings: Vec::new(),
+            marks: vec![AreaMark::default(); AREAS.len()],
+        });
+        node.counts.add(status);
+        if failing && c.severity_rank <= 1 {
+            node.blocking += 1;
+        }
+        match status {
+            "fail" => {
+                c.failing_nodes.push(ni);
+                node.failing_by_severity[c.severity_rank.min(5)] += 1;
+            }
+            "error" => c.error_nodes.push(ni),
+            _ => {}
+        }
+        let decided = matches!(status, "pass" | "fail" | "error" | "waived");
+        let mark = match c.area {
+            Some(a) => &mut node.marks[a],
+            None => {
+                if failing {
+                    part.unmapped_failing.entry(c.family.clone()).or_default().push(c.id.clone());
+                }
+                unmapped_marks.entry(c.family.clone()).or_default().entry(ni).or_default()
+            }
+        };
+        mark.decided |= decided;
+        mark.failing |= failing;
+        let shown = match detail {
+            Detail::Failing => status != "pass",
+            Detail::All => true,
+        };
+        if shown {
+            let seq: i64 = r.get(5).map_err(sql(doing))?;
+            let json = text_at(r, 6, doing)?;
+            // The store only holds findings that indexed cleanly at ingest.
+            if let Ok(finding) = serde_json::from_str::<Box<serde_json::value::RawValue>>(json) {
+                node.findings.push(NodeFinding {
+                    check_id: c.id.clone(),
+                    family: c.family.clone(),
+                    severity: c.severity.clone(),
+                    status: status.to_string(),
+                    seq: ms_to_u64(seq),
+                    finding,
+                });
+            }
+        }
+    }
+    part.unmapped = unmapped_marks.into_iter().map(|(f, m)| (f, m.into_iter().collect())).collect();
+    Ok(part)
+}
+
 /// Build the fleet report.
 pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreError> {
+    build_with(conn, opts, None)
+}
+
+/// [`build`], with the choice of a parallel scan forced (tests compare both).
+fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Result<FleetReport, StoreError> {
+    let started = std::time::Instant::now();
+    let phase = |name: &str| tracing::debug!("fleet report: {name} done at {:?}", started.elapsed());
     let since = opts.since_ms.unwrap_or(i64::MIN);
     let stale_after_ms = i64::try_from(opts.interval_secs.saturating_mul(3).saturating_mul(1000)).unwrap_or(i64::MAX);
 
@@ -122,126 +286,98 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
     }
     let node_index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
 
-    // One scan of the status index: node, check, family and severity counts.
+    phase("nodes");
+
+    // The latest findings, read in primary-key order (node, check): a
+    // sequential read of the table, cheaper than an index scan followed by
+    // random lookups of the rows a section shows. The node range is split
+    // in two, each half scanned on its own read connection and thread (the
+    // collector's machines have at least two cores), then merged.
+    let split: Option<String> = conn
+        .query_row("SELECT id FROM nodes ORDER BY id LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM nodes)", [], |r| r.get(0))
+        .optional()
+        .map_err(sql("splitting the node range"))?;
+    let path = conn.path().map(PathBuf::from);
+    let (low, high) = match (split, path) {
+        (Some(mid), Some(path)) if parallel.unwrap_or(nodes.len() >= PARALLEL_MIN_NODES) => {
+            let (a, b) = std::thread::scope(|scope| {
+                let high = scope.spawn(|| -> Result<ScanPart, StoreError> {
+                    let c = open(&path)?;
+                    scan(&c, Some(&mid), None, &node_index, opts.detail)
+                });
+                let low = scan(conn, None, Some(&mid), &node_index, opts.detail);
+                (low, high.join())
+            });
+            let high = b.map_err(|_| StoreError::Batch("the report's scan thread failed".into()))??;
+            (a?, Some(high))
+        }
+        _ => (scan(conn, None, None, &node_index, opts.detail)?, None),
+    };
     let mut checks: Vec<CheckAgg> = Vec::new();
     let mut check_index: HashMap<String, usize> = HashMap::new();
     let mut findings = StatusCounts::default();
-    let mut failures_by_family: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failures_by_severity: BTreeMap<String, u64> = SEVERITIES.iter().map(|s| (s.to_string(), 0)).collect();
     let mut marks: Vec<Vec<AreaMark>> = vec![vec![AreaMark::default(); AREAS.len()]; nodes.len()];
     let mut unmapped: BTreeMap<String, Vec<AreaMark>> = BTreeMap::new();
     let mut unmapped_failing: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    {
-        let doing = "scanning findings";
-        let mut stmt = conn
-            .prepare(
-                "SELECT status, node_id, check_id, severity, family FROM findings_latest INDEXED BY findings_by_status",
-            )
-            .map_err(sql(doing))?;
-        let mut rows = stmt.query([]).map_err(sql(doing))?;
-        let text = |r: &rusqlite::Row<'_>, i: usize| -> Result<String, StoreError> {
-            r.get::<_, String>(i).map_err(sql(doing))
-        };
-        while let Some(r) = rows.next().map_err(sql(doing))? {
-            let status = text_at(r, 0, doing)?;
-            let node_id = text_at(r, 1, doing)?;
-            let check_id = text_at(r, 2, doing)?;
-            let severity = text_at(r, 3, doing)?;
-            let family = text_at(r, 4, doing)?;
-            let Some(&ni) = node_index.get(node_id) else { continue };
-            findings.add(status);
-            let failing = matches!(status, "fail" | "error");
+    for part in std::iter::once(low).chain(high) {
+        findings.merge(&part.findings);
+        for c in part.checks {
+            match check_index.get(&c.id) {
+                Some(&ci) => {
+                    let into = &mut checks[ci];
+                    into.counts.merge(&c.counts);
+                    into.failing_nodes.extend(c.failing_nodes);
+                    into.error_nodes.extend(c.error_nodes);
+                }
+                None => {
+                    check_index.insert(c.id.clone(), checks.len());
+                    checks.push(c);
+                }
+            }
+        }
+        for (ni, p) in part.nodes {
             let node = &mut nodes[ni];
-            node.counts.add(status);
-            if failing && matches!(severity, "critical" | "high") {
-                node.blocking += 1;
-            }
-            if status == "fail" {
-                *node.failing_by_severity.entry(severity.to_string()).or_insert(0) += 1;
-                *failures_by_severity.entry(severity.to_string()).or_insert(0) += 1;
-                match failures_by_family.get_mut(family) {
-                    Some(n) => *n += 1,
-                    None => {
-                        failures_by_family.insert(family.to_string(), 1);
-                    }
+            node.counts = p.counts;
+            node.blocking = p.blocking;
+            for (rank, n) in p.failing_by_severity.iter().enumerate() {
+                if *n > 0 {
+                    let name = SEVERITIES.get(rank).copied().unwrap_or("unknown");
+                    node.failing_by_severity.insert(name.to_string(), *n);
                 }
             }
-            let decided = matches!(status, "pass" | "fail" | "error" | "waived");
-            let mark = match srm::area_of(family) {
-                Some(a) => &mut marks[ni][a],
-                None => {
-                    if failing {
-                        unmapped_failing.entry(family.to_string()).or_default().push(check_id.to_string());
-                    }
-                    let v =
-                        unmapped.entry(family.to_string()).or_insert_with(|| vec![AreaMark::default(); marks.len()]);
-                    &mut v[ni]
-                }
-            };
-            mark.decided |= decided;
-            mark.failing |= failing;
-            let ci = match check_index.get(check_id) {
-                Some(&ci) => ci,
-                None => {
-                    checks.push(CheckAgg {
-                        id: text(r, 2)?,
-                        family: family.to_string(),
-                        severity: severity.to_string(),
-                        sample_node: node_id.to_string(),
-                        ..CheckAgg::default()
-                    });
-                    check_index.insert(check_id.to_string(), checks.len() - 1);
-                    checks.len() - 1
-                }
-            };
-            let c = &mut checks[ci];
-            c.counts.add(status);
-            match status {
-                "fail" => c.failing_nodes.push(node_id.to_string()),
-                "error" => c.error_nodes.push(node_id.to_string()),
-                _ => {}
+            node.findings = p.findings;
+            marks[ni] = p.marks;
+        }
+        for (family, entries) in part.unmapped {
+            let n = nodes.len();
+            let v = unmapped.entry(family).or_insert_with(|| vec![AreaMark::default(); n]);
+            for (ni, m) in entries {
+                v[ni] = m;
             }
         }
-    }
-
-    // Findings shown in each node's section.
-    {
-        let doing = "reading findings";
-        let query = match opts.detail {
-            Detail::Failing => {
-                "SELECT node_id, seq, finding_json FROM findings_latest
-                 WHERE status IN ('fail', 'error', 'waived', 'not_applicable')"
-            }
-            Detail::All => "SELECT node_id, seq, finding_json FROM findings_latest",
-        };
-        let mut stmt = conn.prepare(query).map_err(sql(doing))?;
-        let mut rows = stmt.query([]).map_err(sql(doing))?;
-        while let Some(r) = rows.next().map_err(sql(doing))? {
-            let node_id = text_at(r, 0, doing)?;
-            let Some(&ni) = node_index.get(node_id) else { continue };
-            let seq: i64 = r.get(1).map_err(sql(doing))?;
-            let json = text_at(r, 2, doing)?;
-            // The store only holds findings that indexed cleanly at ingest.
-            if let Ok(mut f) = serde_json::from_str::<NodeFinding>(json) {
-                f.seq = ms_to_u64(seq);
-                nodes[ni].findings.push(f);
-            }
+        for (family, ids) in part.unmapped_failing {
+            unmapped_failing.entry(family).or_default().extend(ids);
         }
     }
-    let status_rank = |s: &str| ["fail", "error", "waived", "not_applicable", "pass"].iter().position(|x| *x == s);
-    let severity_rank = |s: &str| SEVERITIES.iter().position(|x| *x == s);
+    for c in &mut checks {
+        // Node order, whichever half a node was scanned in.
+        c.failing_nodes.sort_unstable();
+        c.error_nodes.sort_unstable();
+    }
+    let mut failures_by_family: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failures_by_severity: BTreeMap<String, u64> = SEVERITIES.iter().map(|s| (s.to_string(), 0)).collect();
+    for c in checks.iter().filter(|c| c.counts.fail > 0) {
+        *failures_by_family.entry(c.family.clone()).or_insert(0) += c.counts.fail;
+        *failures_by_severity.entry(c.severity.clone()).or_insert(0) += c.counts.fail;
+    }
+    phase("findings");
     for n in &mut nodes {
-        n.findings.sort_by(|a, b| {
-            (status_rank(&a.status), severity_rank(&a.severity), &a.id).cmp(&(
-                status_rank(&b.status),
-                severity_rank(&b.severity),
-                &b.id,
-            ))
-        });
+        sort_findings(&mut n.findings);
         n.score_pct = n.counts.score_pct();
         n.compliant = n.state == NodeState::Ok && n.blocking == 0 && n.counts.total() > 0;
     }
 
+    phase("details");
     // Check metadata, from one stored finding per check.
     let mut check_reports = Vec::with_capacity(checks.len());
     {
@@ -263,8 +399,8 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
                 family: c.family,
                 severity: c.severity,
                 counts: c.counts,
-                failing_nodes: c.failing_nodes,
-                error_nodes: c.error_nodes,
+                failing_nodes: c.failing_nodes.iter().map(|&i| nodes[i].id.clone()).collect(),
+                error_nodes: c.error_nodes.iter().map(|&i| nodes[i].id.clone()).collect(),
             });
         }
     }
@@ -273,6 +409,7 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
         (failing(a), severity_rank(&a.severity), &a.id).cmp(&(failing(b), severity_rank(&b.severity), &b.id))
     });
 
+    phase("check metadata");
     // Drift timeline.
     let hostname_of = |id: &str| node_index.get(id).map_or_else(String::new, |&i| nodes[i].hostname.clone());
     let mut drift = Vec::new();
@@ -303,6 +440,7 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
         }
     }
 
+    phase("drift");
     // Integrity.
     let mut by_kind: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     {
@@ -355,27 +493,30 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
         }
     }
 
+    phase("integrity");
     // Waivers.
     let soon_ms = opts.now_ms + WAIVER_SOON_DAYS * DAY_MS;
     let mut waivers = Vec::new();
     for n in &nodes {
-        for f in &n.findings {
-            let Some(w) = &f.waiver else { continue };
+        // Only findings that mention a waiver are parsed.
+        for f in n.findings.iter().filter(|f| f.finding.get().contains("\"waiver\":{")) {
+            let Ok(view) = f.view() else { continue };
+            let Some(w) = view.waiver else { continue };
             let expires_ms = w.expires.as_deref().and_then(|d| super::parse_date(d).ok());
             let expired = w.expired.unwrap_or(false) || expires_ms.is_some_and(|t| t <= opts.now_ms);
             waivers.push(WaiverEntry {
                 node_id: n.id.clone(),
                 hostname: n.hostname.clone(),
-                check_id: f.id.clone(),
-                reason: w.reason.clone(),
-                expires: w.expires.clone(),
+                check_id: f.check_id.clone(),
+                reason: w.reason.map(Cow::into_owned),
+                expires: w.expires.map(Cow::into_owned),
                 expired,
                 expires_soon: !expired && expires_ms.is_some_and(|t| t <= soon_ms),
                 status: f.status.clone(),
             });
         }
     }
-
+    phase("waivers");
     // Trend.
     let mut trend = Vec::new();
     {
@@ -404,6 +545,7 @@ pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreErro
         }
     }
 
+    phase("trend");
     // SRM view.
     let mut srm_areas = Vec::new();
     for (ai, area) in AREAS.iter().enumerate() {
@@ -527,22 +669,107 @@ fn area_view(
     }
 }
 
-/// Every finding of one node (passes included), for the dashboard's node
-/// page.
+/// Every finding of one node (passes included), most urgent first, for
+/// the dashboard's node page.
 pub fn node_findings(conn: &Connection, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
     let doing = "reading a node's findings";
     let mut stmt = conn
-        .prepare("SELECT seq, finding_json FROM findings_latest WHERE node_id = ?1 ORDER BY check_id")
+        .prepare("SELECT check_id, family, severity, status, seq, finding_json FROM findings_latest WHERE node_id = ?1")
         .map_err(sql(doing))?;
     let mut rows = stmt.query([node_id]).map_err(sql(doing))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sql(doing))? {
-        let seq: i64 = r.get(0).map_err(sql(doing))?;
-        let json: String = r.get(1).map_err(sql(doing))?;
-        if let Ok(mut f) = serde_json::from_str::<NodeFinding>(&json) {
-            f.seq = ms_to_u64(seq);
-            out.push(f);
+        let seq: i64 = r.get(4).map_err(sql(doing))?;
+        if let Ok(finding) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text_at(r, 5, doing)?) {
+            out.push(NodeFinding {
+                check_id: r.get(0).map_err(sql(doing))?,
+                family: r.get(1).map_err(sql(doing))?,
+                severity: r.get(2).map_err(sql(doing))?,
+                status: r.get(3).map_err(sql(doing))?,
+                seq: ms_to_u64(seq),
+                finding,
+            });
         }
     }
+    sort_findings(&mut out);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{IngestItem, NewNode, Store};
+    use kosmos_proto::chain;
+    use kosmos_proto::v1::AttestationBody;
+    use prost::Message;
+
+    /// A store of `n` nodes with varied findings (unmapped family included).
+    fn store(n: usize) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&d.path().join("c.db")).unwrap();
+        let statuses = ["pass", "fail", "error", "not_applicable", "waived"];
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let id = format!("node-{i:04}");
+            s.insert_node(&NewNode {
+                id: id.clone(),
+                hostname: format!("h{i}"),
+                machine_id: "m".into(),
+                cert_der: vec![1],
+                enrolled_at_ms: 0,
+            })
+            .unwrap();
+            let results: Vec<String> = (0..12)
+                .map(|c| {
+                    let family = ["ssh", "kubelet", "firewall", "patch", "newfamily", "logging"][c % 6];
+                    let st = statuses[(i * 7 + c * 3) % 5];
+                    let waiver = if st == "waived" { r#","waiver":{"reason":"r","expires":"2027-01-01"}"# } else { "" };
+                    let reason = if matches!(st, "error" | "not_applicable") { r#""why""# } else { "null" };
+                    format!(
+                        r#"{{"id":"{family}.c{c}","title":"t","family":"{family}","severity":"{}","status":"{st}","observed":"{i}","evidence":[],"reason":{reason}{waiver}}}"#,
+                        ["critical", "high", "medium", "low"][c % 4]
+                    )
+                })
+                .collect();
+            let report = format!(r#"{{"results":[{}]}}"#, results.join(","));
+            let body = AttestationBody {
+                node_id: id.clone(),
+                seq: 1,
+                prev_hash: chain::GENESIS_PREV_HASH.to_vec(),
+                created_at_unix_ms: 1_000,
+                report_json: report.into_bytes(),
+                ..Default::default()
+            };
+            batch.push(IngestItem {
+                node_id: id,
+                body_bytes: body.encode_to_vec(),
+                signature: vec![0; 64],
+                body,
+                received_at_ms: 1_000,
+            });
+        }
+        s.ingest(&batch, 1_000).unwrap();
+        d
+    }
+
+    #[test]
+    fn parallel_and_single_scans_agree() {
+        let d = store(60);
+        let conn = open(&d.path().join("c.db")).unwrap();
+        for detail in [Detail::Failing, Detail::All] {
+            let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail };
+            let one = serde_json::to_value(build_with(&conn, &opts, Some(false)).unwrap()).unwrap();
+            let two = serde_json::to_value(build_with(&conn, &opts, Some(true)).unwrap()).unwrap();
+            assert_eq!(one, two);
+            assert_eq!(one["summary"]["nodes_total"], 60);
+            let total: u64 = ["pass", "fail", "error", "not_applicable", "waived"]
+                .iter()
+                .map(|k| one["summary"]["findings"][k].as_u64().unwrap())
+                .sum();
+            assert_eq!(total, 60 * 12);
+            assert!(one["srm"].as_array().unwrap().iter().any(|a| a["area"] == "Unmapped family newfamily"));
+            assert!(!one["waivers"].as_array().unwrap().is_empty());
+        }
+    }
 }

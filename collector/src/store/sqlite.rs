@@ -81,9 +81,9 @@ CREATE TABLE IF NOT EXISTS findings_latest (
     changed_ms INTEGER NOT NULL,
     PRIMARY KEY (node_id, check_id)
 ) WITHOUT ROWID;
--- Reports read this narrow index instead of the wide rows: counts per
--- node, per check, per family and severity come from one index scan.
-CREATE INDEX IF NOT EXISTS findings_by_status ON findings_latest(status, node_id, check_id, severity, family);
+-- Reports read findings_latest in key order (one sequential pass); an
+-- index an earlier build created for them is not needed.
+DROP INDEX IF EXISTS findings_by_status;
 -- One row per node and UTC day: the node's standing after its last report
 -- of that day. The compliance trend reads this, not the envelopes.
 CREATE TABLE IF NOT EXISTS node_days (
