@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod evidence;
 pub mod metrics;
 pub mod pki;
 pub mod server;
