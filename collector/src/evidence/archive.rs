@@ -4,11 +4,12 @@
 //! every entry's path must be a plain relative path (no `/` prefix, no `.`
 //! or `..`, no empty component, only `[A-Za-z0-9._-]`), only regular files
 //! (and directory entries, which are ignored) are read, and each is read up
-//! to the limit of its kind. The tar is read raw: GNU long-name and pax
-//! extension headers are refused rather than interpreted, because the tar
-//! crate would read their contents unbounded. The whole decompressed stream
-//! is capped, so a gzip bomb ends with an error, not an exhausted disk or
-//! memory.
+//! to the limit of its kind. The tar is read raw, because the tar crate
+//! would read extension headers unbounded: GNU long names are refused, and
+//! pax headers (which `tar --format=pax` adds for timestamps) are read up to
+//! 64 KiB and ignored, unless they change the next entry's path or size, in
+//! which case that entry is refused. The whole decompressed stream is
+//! capped, so a gzip bomb ends with an error, not an exhausted memory.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -18,6 +19,31 @@ use flate2::read::GzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::{EvidenceError, MAX_ENTRIES, MAX_TOTAL_BYTES, Role};
+
+/// A pax header, at most.
+const MAX_PAX_BYTES: u64 = 64 << 10;
+
+/// Whether pax records (`<len> <key>=<value>\n`) change how the next entry
+/// is read: its path, its link or its size, or GNU sparse layout. Unparsable
+/// records count as changing it.
+fn pax_changes_entry(data: &[u8]) -> bool {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some(space) = rest.iter().position(|&b| b == b' ') else { return true };
+        let Some(len) =
+            rest.get(..space).and_then(|l| std::str::from_utf8(l).ok()).and_then(|l| l.parse::<usize>().ok())
+        else {
+            return true;
+        };
+        let Some(record) = rest.get(space + 1..len) else { return true };
+        let key = record.split(|&b| b == b'=').next().unwrap_or_default();
+        if matches!(key, b"path" | b"linkpath" | b"size") || key.starts_with(b"GNU.sparse") {
+            return true;
+        }
+        rest = rest.get(len..).unwrap_or_default();
+    }
+    false
+}
 
 /// One entry of the archive, as the verifier sees it.
 #[derive(Debug)]
@@ -85,6 +111,8 @@ pub(super) fn read(path: &Path, mut visit: impl FnMut(Item) -> Result<(), Eviden
     let mut archive = tar::Archive::new(Capped { inner: gz, left: MAX_TOTAL_BYTES });
     {
         let entries = archive.entries().map_err(|e| bad(format!("not a tar.gz archive: {e}")))?.raw(true);
+        // Set by a pax header that redefines the next entry.
+        let mut redefined = false;
         for (count, entry) in entries.enumerate() {
             if count as u64 >= MAX_ENTRIES {
                 return Err(bad(format!("more than {MAX_ENTRIES} entries")));
@@ -92,6 +120,23 @@ pub(super) fn read(path: &Path, mut visit: impl FnMut(Item) -> Result<(), Eviden
             let mut entry = entry.map_err(|e| bad(format!("not a readable tar.gz archive: {e}")))?;
             let raw_path = entry.path_bytes().into_owned();
             let kind = entry.header().entry_type();
+            if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() {
+                let size = entry.header().entry_size().map_err(|e| bad(format!("pax header: {e}")))?;
+                if size > MAX_PAX_BYTES {
+                    return Err(bad(format!("a pax header of {size} bytes (more than {MAX_PAX_BYTES})")));
+                }
+                let mut data = Vec::new();
+                (&mut entry).take(MAX_PAX_BYTES).read_to_end(&mut data).map_err(|e| bad(format!("pax header: {e}")))?;
+                redefined |= pax_changes_entry(&data);
+                continue;
+            }
+            if std::mem::take(&mut redefined) {
+                visit(Item::Refused {
+                    path: shown(&raw_path),
+                    why: "a pax header redefines its path or size (repack with `tar --format=ustar`)".into(),
+                })?;
+                continue;
+            }
             let path = match plain_path(&raw_path, kind.is_dir()) {
                 Ok(p) => p,
                 Err(why) => {
@@ -107,8 +152,8 @@ pub(super) fn read(path: &Path, mut visit: impl FnMut(Item) -> Result<(), Eviden
                     "a symbolic link".to_string()
                 } else if kind.is_hard_link() {
                     "a hard link".to_string()
-                } else if kind.is_pax_local_extensions() || kind.is_pax_global_extensions() || kind.is_gnu_longname() {
-                    "an extension header (repack with `tar --format=ustar`)".to_string()
+                } else if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+                    "a GNU long-name header (repack with `tar --format=ustar`)".to_string()
                 } else {
                     format!("an entry of type {:?}", char::from(kind.as_byte()))
                 };
@@ -157,6 +202,16 @@ pub(super) fn read(path: &Path, mut visit: impl FnMut(Item) -> Result<(), Eviden
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pax_headers_that_redefine_an_entry_are_detected() {
+        assert!(!pax_changes_entry(b"30 mtime=1795357630.123456789\n20 atime=1795357630\n"));
+        assert!(pax_changes_entry(b"23 path=../../etc/evil\n"));
+        assert!(pax_changes_entry(b"16 size=1000000\n"));
+        assert!(pax_changes_entry(b"garbage"));
+        assert!(pax_changes_entry(b"99 mtime=1\n"));
+        assert!(!pax_changes_entry(b""));
+    }
 
     #[test]
     fn only_plain_relative_paths_pass() {

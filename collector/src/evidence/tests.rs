@@ -417,7 +417,21 @@ fn hostile_entries_are_refused() {
     e.insert(1, ("/etc/cron.d/evil".into(), b"x".to_vec()));
     e.insert(2, ("nodes/node-a/link".into(), Vec::new()));
     e.push(("notes.txt".into(), b"unlisted".to_vec()));
-    repack(&out, &e, &[("nodes/node-a/link", tar::EntryType::Symlink)]);
+    // Pax headers: a harmless one (timestamps, as `tar --format=pax` writes)
+    // before a real file, and one that renames the file after it.
+    let at = e.iter().position(|(p, _)| p == CA_PATH).unwrap();
+    e.insert(at, ("./PaxHeaders/ca.pem".into(), b"20 mtime=1795357630\n".to_vec()));
+    e.push(("./PaxHeaders/x".into(), b"23 path=../../etc/evil\n".to_vec()));
+    e.push(("innocent.txt".into(), b"x".to_vec()));
+    repack(
+        &out,
+        &e,
+        &[
+            ("nodes/node-a/link", tar::EntryType::Symlink),
+            ("./PaxHeaders/ca.pem", tar::EntryType::XHeader),
+            ("./PaxHeaders/x", tar::EntryType::XHeader),
+        ],
+    );
     let r = verify_bundle(&out, None).unwrap();
     assert!(!r.verified);
     let all = problems(&r).join("\n");
@@ -425,6 +439,8 @@ fn hostile_entries_are_refused() {
     assert!(all.contains(r#"entry "/etc/cron.d/evil" refused: not a plain relative path: absolute path"#), "{all}");
     assert!(all.contains(r#"entry "nodes/node-a/link" refused: a symbolic link"#), "{all}");
     assert!(all.contains("notes.txt is in the bundle but not listed"), "{all}");
+    assert!(all.contains(r#"entry "innocent.txt" refused: a pax header redefines its path"#), "{all}");
+    assert_eq!(r.problems.len(), 5, "{all}");
     // The nodes themselves still verify: the problems are the bundle's.
     assert!(r.nodes.iter().all(|n| n.verdict == "VERIFIED"), "{all}");
     assert!(!std::path::Path::new("/tmp/evil").exists());

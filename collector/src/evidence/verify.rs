@@ -34,7 +34,8 @@ use super::{
 /// certificate, at most.
 const MAX_PENDING_BYTES: usize = 256 << 20;
 
-/// Problems listed per node in the text output; JSON lists all.
+/// Problems listed per node (and for the bundle) in the text output; JSON
+/// lists all.
 const TEXT_PROBLEMS_PER_NODE: usize = 25;
 
 /// One thing that does not verify, naming the node and seq it concerns.
@@ -728,8 +729,15 @@ impl VerifyReport {
                 );
             }
         }
-        for p in &self.problems {
+        for p in self.problems.iter().take(TEXT_PROBLEMS_PER_NODE) {
             let _ = writeln!(s, "{p}");
+        }
+        if self.problems.len() > TEXT_PROBLEMS_PER_NODE {
+            let _ = writeln!(
+                s,
+                "bundle: ... and {} more problems (--output json lists them all)",
+                self.problems.len() - TEXT_PROBLEMS_PER_NODE
+            );
         }
         let failed = self.nodes.iter().filter(|n| !n.problems.is_empty()).count();
         let envelopes: u64 = self.nodes.iter().map(|n| n.envelopes).sum();
