@@ -1,5 +1,6 @@
 //! Command-line interface of the collector: `serve`, `report`,
-//! `token create`, `node list|revoke`, `ca fingerprint`.
+//! `token create`, `node list|revoke`, `ca fingerprint`,
+//! `evidence export|verify`.
 
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 use crate::dashboard::{Dashboard, DashboardError};
+use crate::evidence::{self, EvidenceCommand, EvidenceError};
 use crate::fleet::{self, Detail};
 use crate::metrics::Metrics;
 use crate::pki::{Pki, PkiError};
@@ -76,6 +78,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Evidence bundles for auditors: export, and verify offline.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
 }
 
 /// Output formats of `report`.
@@ -125,6 +132,8 @@ pub enum CliError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -164,6 +173,10 @@ fn say(s: &str) {
 
 /// Run a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, CliError> {
+    // An auditor verifies a bundle anywhere: no configuration, no data dir.
+    if let Command::Evidence { command: EvidenceCommand::Verify(args) } = &cli.command {
+        return Ok(evidence::run_verify(args)?);
+    }
     let cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
         Command::Serve { grpc_listen, http_listen } => serve(cfg, grpc_listen, http_listen),
@@ -205,6 +218,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             say(&format!("{}\n", pki.ca_fingerprint()));
             Ok(0)
         }
+        Command::Evidence { command: EvidenceCommand::Export(args) } => {
+            let (pki, mut store) = open(&cfg)?;
+            Ok(evidence::run_export(&mut store, &pki.ca_cert_pem, &args)?)
+        }
+        Command::Evidence { command: EvidenceCommand::Verify(args) } => Ok(evidence::run_verify(&args)?),
     }
 }
 

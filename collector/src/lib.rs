@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod evidence;
 pub mod fleet;
 pub mod metrics;
 pub mod pki;

@@ -6,6 +6,10 @@
 pub mod chain;
 pub mod identity;
 
+/// The protocol definition itself, shipped in evidence bundles so that an
+/// auditor can decode bodies with `protoc --decode` and nothing of ours.
+pub const ATTEST_PROTO: &str = include_str!("../kosmos/attest/v1/attest.proto");
+
 /// Generated protobuf and gRPC code for `kosmos.attest.v1`.
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
 pub mod v1 {

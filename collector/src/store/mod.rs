@@ -126,9 +126,40 @@ pub trait Store: Send {
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError>;
     /// Raw stored envelopes of a node in seq order: (seq, body, signature).
     fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError>;
+    /// The first and last seq of the node's stored envelopes whose body was
+    /// created (by the node's clock, as signed) within `from_ms..=to_ms`, or
+    /// None when there is none. An evidence export takes every stored
+    /// envelope between the two, so a clock that went backwards inside the
+    /// window cannot punch holes into the exported chain.
+    fn envelope_span(&mut self, node_id: &str, from_ms: i64, to_ms: i64) -> Result<Option<(u64, u64)>, StoreError>;
+    /// Stored envelopes of a node with `first_seq <= seq <= last_seq`, in seq
+    /// order, at most `limit` of them (callers page with the last seq + 1,
+    /// so memory stays bounded however long the chain).
+    fn envelopes_in(
+        &mut self,
+        node_id: &str,
+        first_seq: u64,
+        last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EvidenceEnvelope>, StoreError>;
+    /// SHA-256 of the stored body at `seq`, when that seq is stored.
+    fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
 }
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored envelope as an evidence export needs it: verbatim body and
+/// signature, plus the times the collector indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceEnvelope {
+    pub seq: u64,
+    pub body: Vec<u8>,
+    pub signature: Vec<u8>,
+    /// `created_at_unix_ms` of the body (the node's clock).
+    pub created_ms: i64,
+    /// When the collector received it.
+    pub received_ms: i64,
 }

@@ -283,6 +283,7 @@ impl SqliteStore {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(open_err)?;
             }
         }
+        conn.execute_batch(EVIDENCE_SCHEMA).map_err(open_err)?;
         Ok(SqliteStore { conn, finding_digests: HashMap::new() })
     }
 
@@ -700,6 +701,13 @@ impl SqliteStore {
     }
 }
 
+/// The index evidence exports select by: the node's creation times, with
+/// the seq, so [`Store::envelope_span`] never reads a body (reading a column
+/// stored after a large body walks its overflow pages).
+const EVIDENCE_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS envelopes_by_node_created ON envelopes(node_id, created_ms, seq);
+";
+
 impl Store for SqliteStore {
     fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError> {
         self.conn
@@ -859,6 +867,59 @@ impl Store for SqliteStore {
         rows.map(|r| r.map(|(s, b, g)| (u64::try_from(s).unwrap_or(0), b, g)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(sql("listing envelopes"))
+    }
+
+    fn envelope_span(&mut self, node_id: &str, from_ms: i64, to_ms: i64) -> Result<Option<(u64, u64)>, StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(seq), MAX(seq) FROM envelopes INDEXED BY envelopes_by_node_created
+                 WHERE node_id = ?1 AND created_ms BETWEEN ?2 AND ?3",
+            )
+            .and_then(|mut s| s.query_row(params![node_id, from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(sql("finding the envelopes of a time range"))?;
+        Ok(match (first.map(u64::try_from), last.map(u64::try_from)) {
+            (Some(Ok(f)), Some(Ok(l))) => Some((f, l)),
+            _ => None,
+        })
+    }
+
+    fn envelopes_in(
+        &mut self,
+        node_id: &str,
+        first_seq: u64,
+        last_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<super::EvidenceEnvelope>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, body, signature, created_ms, received_ms FROM envelopes
+                 WHERE node_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(sql("reading envelopes"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![node_id, seq_i64(first_seq), seq_i64(last_seq), limit], |r| {
+                Ok(super::EvidenceEnvelope {
+                    seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    body: r.get(1)?,
+                    signature: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    received_ms: r.get(4)?,
+                })
+            })
+            .map_err(sql("reading envelopes"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql("reading envelopes"))
+    }
+
+    fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let hash: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
+            .and_then(|mut s| s.query_row(params![node_id, seq_i64(seq)], |r| r.get(0)).optional())
+            .map_err(sql("looking up an envelope hash"))?;
+        Ok(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()))
     }
 }
 
@@ -1069,5 +1130,39 @@ mod tests {
         let i3 = item("n1", 3, [0; 32], &r2);
         s.ingest(&[i3], 12).unwrap();
         assert_eq!(rows(&s, "SELECT COUNT(*) FROM finding_changes"), vec![vec![Some("2".into())]]);
+    }
+
+    #[test]
+    fn evidence_span_pages_and_hashes() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n1");
+        enroll(&mut s, "n2");
+        // Created times (seq * 1000) except seq 4, whose clock went back.
+        let mut prev = chain::GENESIS_PREV_HASH;
+        let mut hashes = Vec::new();
+        for seq in 1..=6 {
+            let mut it = item("n1", seq, prev, REPORT);
+            if seq == 4 {
+                it.body.created_at_unix_ms = 500;
+                it.body_bytes = it.body.encode_to_vec();
+            }
+            prev = chain::body_hash(&it.body_bytes);
+            hashes.push(prev);
+            s.ingest(&[it], 10).unwrap();
+        }
+        s.ingest(&[item("n2", 1, chain::GENESIS_PREV_HASH, REPORT)], 10).unwrap();
+        // 3000..=5000 covers seqs 3 and 5; seq 4 (created at 500) lies between.
+        assert_eq!(s.envelope_span("n1", 3000, 5000).unwrap(), Some((3, 5)));
+        assert_eq!(s.envelope_span("n1", 0, 600).unwrap(), Some((4, 4)));
+        assert_eq!(s.envelope_span("n1", 7000, 9000).unwrap(), None);
+        assert_eq!(s.envelope_span("nope", 0, i64::MAX).unwrap(), None);
+        let page = s.envelopes_in("n1", 2, 6, 3).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(page[2].created_ms, 500);
+        assert_eq!(page[0].received_ms, 0);
+        assert_eq!(chain::body_hash(&page[1].body), hashes[2]);
+        assert_eq!(s.envelopes_in("n1", 6, 9, 10).unwrap().len(), 1);
+        assert_eq!(s.envelope_hash("n1", 3).unwrap(), Some(hashes[2]));
+        assert_eq!(s.envelope_hash("n1", 7).unwrap(), None);
     }
 }
