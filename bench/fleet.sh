@@ -19,7 +19,6 @@ fi
 echo "store: $(du -h "$store/collector.db" | cut -f1) ($NODES nodes x $CHECKS checks x $DAYS days)"
 out=$(mktemp -d /tmp/kna-fleet-XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-col() { $bin/kosmos-collector --config "$store/collector.toml" --data-dir "$store" "$@"; }
 for fmt in html json csv md junit; do
   for run in 1 2 3; do
     /usr/bin/time -f "%e %M" -o "$out/time" $bin/kosmos-collector --config "$store/collector.toml" --data-dir "$store" \
@@ -28,7 +27,7 @@ for fmt in html json csv md junit; do
     echo "report --format $fmt run $run: ${wall} s wall, $((rss / 1024)) MiB peak RSS, $(du -h "$out/report.$fmt" | cut -f1) written"
   done
 done
-KOSMOS_COLLECTOR_LOG=warn col serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$out/serve.log" &
+$bin/kosmos-collector --config "$store/collector.toml" --data-dir "$store" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$out/serve.log" 2> "$out/serve.err" &
 pid=$!
 t0=$(date +%s.%N)
 for _ in $(seq 600); do [ -s "$store/http.addr" ] && grep -q dashboard "$out/serve.log" && break; sleep 0.05; done

@@ -256,7 +256,7 @@ fn report(
     let render = |w: &mut dyn Write| -> std::io::Result<()> {
         match format {
             ReportFormat::Html => fleet::html::write_report(&report, w),
-            ReportFormat::Json => serde_json::to_writer(&mut *w, &report).map_err(std::io::Error::other),
+            ReportFormat::Json => fleet::write_json(&report, w),
             ReportFormat::Csv => fleet::csv::render(&report, &mut *w).map_err(std::io::Error::other),
             ReportFormat::Md => w.write_all(fleet::markdown::render(&report).as_bytes()),
             ReportFormat::Junit => {
@@ -274,11 +274,17 @@ fn report(
         }
         Some(path) => write_private(&path, render)?,
     }
+    // The process exits next: freeing hundreds of thousands of findings one
+    // by one would only add to the report's wall time.
+    std::mem::forget(report);
     Ok(0)
 }
 
-/// Write to `path` atomically (temporary file, fsync, rename), 0600: a
-/// fleet report lists every weakness of every node.
+/// Write to `path` atomically (temporary file, rename), 0600: a fleet
+/// report lists every weakness of every node. Readers see the old file or
+/// the whole new one. There is no fsync: a report is derived from the store
+/// and can be written again, and forcing hundreds of megabytes to disk
+/// would double the time a large fleet's report takes.
 fn write_private(
     path: &std::path::Path,
     render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
@@ -291,8 +297,7 @@ fn write_private(
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let written = render(&mut w)
         .and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error))
-        .and_then(|f| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|_file| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(e));

@@ -184,9 +184,12 @@ pub fn write_report<W: std::io::Write + ?Sized>(report: &FleetReport, out: &mut 
         } }
     };
     out.write_all(intro.into_string().as_bytes())?;
-    for n in &report.nodes {
-        out.write_all(node_section(n, &n.findings, Mode::Static, &filter).into_string().as_bytes())?;
-    }
+    super::write_parallel(&report.nodes, out, |_, chunk, buf| {
+        for n in chunk {
+            buf.extend_from_slice(node_section(n, &n.findings, Mode::Static, &filter).into_string().as_bytes());
+        }
+        Ok(())
+    })?;
     out.write_all(PAGE_CLOSE.as_bytes())
 }
 

@@ -76,12 +76,85 @@ pub struct FleetReport {
     pub settings: Settings,
     pub summary: Summary,
     pub srm: Vec<SrmArea>,
-    pub nodes: Vec<NodeReport>,
     pub checks: Vec<CheckReport>,
     pub drift: Vec<DriftEntry>,
     pub integrity: Vec<NodeIntegrity>,
     pub waivers: Vec<WaiverEntry>,
     pub trend: Vec<TrendDay>,
+    /// Last, so that a large report can stream it (see [`write_json`]).
+    pub nodes: Vec<NodeReport>,
+}
+
+/// Render `items` in chunks on two threads and write the chunks in order:
+/// the large per-node parts of a report are most of its rendering time.
+/// `render(first_index, chunk, buffer)`.
+pub fn write_parallel<T: Sync, W: std::io::Write + ?Sized>(
+    items: &[T],
+    out: &mut W,
+    render: impl Fn(usize, &[T], &mut Vec<u8>) -> std::io::Result<()> + Sync,
+) -> std::io::Result<()> {
+    const CHUNK: usize = 200;
+    let chunks: Vec<(usize, &[T])> = items.chunks(CHUNK).enumerate().map(|(i, c)| (i * CHUNK, c)).collect();
+    for pair in chunks.chunks(2) {
+        let (first, second) = std::thread::scope(|scope| {
+            let second = pair.get(1).map(|&(at, chunk)| {
+                let render = &render;
+                scope.spawn(move || {
+                    let mut buf = Vec::new();
+                    render(at, chunk, &mut buf).map(|()| buf)
+                })
+            });
+            let mut buf = Vec::new();
+            let first = pair.first().map_or(Ok(()), |&(at, chunk)| render(at, chunk, &mut buf)).map(|()| buf);
+            (first, second.map(|h| h.join()))
+        });
+        out.write_all(&first?)?;
+        if let Some(second) = second {
+            out.write_all(&second.map_err(|_| std::io::Error::other("a report rendering thread failed"))??)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write the report as JSON, the nodes rendered in parallel.
+pub fn write_json<W: std::io::Write + ?Sized>(report: &FleetReport, out: &mut W) -> std::io::Result<()> {
+    let head = report.clone_without_nodes();
+    let text = serde_json::to_string(&head).map_err(std::io::Error::other)?;
+    // `nodes` is the last field: `…,"nodes":[]}`.
+    let open = text.strip_suffix("[]}").ok_or_else(|| std::io::Error::other("unexpected report layout"))?;
+    out.write_all(open.as_bytes())?;
+    out.write_all(b"[")?;
+    write_parallel(&report.nodes, out, |at, chunk, buf| {
+        for (i, node) in chunk.iter().enumerate() {
+            if at + i > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut *buf, node).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    })?;
+    out.write_all(b"]}")
+}
+
+impl FleetReport {
+    /// A copy without the (large) node list.
+    pub fn clone_without_nodes(&self) -> FleetReport {
+        FleetReport {
+            schema: self.schema.clone(),
+            generated_at: self.generated_at.clone(),
+            collector_version: self.collector_version.clone(),
+            since: self.since.clone(),
+            settings: self.settings.clone(),
+            summary: self.summary.clone(),
+            srm: self.srm.clone(),
+            checks: self.checks.clone(),
+            drift: self.drift.clone(),
+            integrity: self.integrity.clone(),
+            waivers: self.waivers.clone(),
+            trend: self.trend.clone(),
+            nodes: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,13 +289,31 @@ pub struct NodeFinding {
     pub severity: String,
     pub status: String,
     pub seq: u64,
-    pub finding: Box<RawValue>,
+    /// The finding object's JSON text, embedded as JSON (not as a string)
+    /// when the report is serialized; invalid JSON fails serialization.
+    #[serde(with = "embedded_json")]
+    pub finding: String,
 }
 
 impl NodeFinding {
     /// The finding's fields, borrowed from the stored JSON.
     pub fn view(&self) -> Result<FindingView<'_>, serde_json::Error> {
-        serde_json::from_str(self.finding.get())
+        serde_json::from_str(&self.finding)
+    }
+}
+
+/// A JSON text field written into the document as the value it holds.
+mod embedded_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        let raw: &RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Box::<RawValue>::deserialize(d)?.get().to_string())
     }
 }
 
@@ -390,6 +481,27 @@ pub fn parse_date(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_rendering_keeps_order() {
+        let items: Vec<u32> = (0..1234).collect();
+        let mut out = Vec::new();
+        write_parallel(&items, &mut out, |at, chunk, buf| {
+            for (i, x) in chunk.iter().enumerate() {
+                assert_eq!(at + i, *x as usize);
+                buf.extend_from_slice(format!("{x},").as_bytes());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let expected: String = items.iter().map(|x| format!("{x},")).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // A failing chunk fails the whole write.
+        let err = write_parallel(&items, &mut Vec::new(), |at, _, _| {
+            if at == 600 { Err(std::io::Error::other("boom")) } else { Ok(()) }
+        });
+        assert!(err.is_err());
+    }
 
     #[test]
     fn score_and_dates() {

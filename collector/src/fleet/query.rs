@@ -126,13 +126,17 @@ fn scan(
     detail: Detail,
 ) -> Result<ScanPart, StoreError> {
     let doing = "reading the latest findings";
-    let mut stmt = conn
-        .prepare(
-            "SELECT node_id, check_id, status, severity, family, seq, finding_json FROM findings_latest
-             WHERE (?1 IS NULL OR node_id >= ?1) AND (?2 IS NULL OR node_id < ?2)",
-        )
-        .map_err(sql(doing))?;
-    let mut rows = stmt.query(params![from, to]).map_err(sql(doing))?;
+    // Explicit bounds (not `?1 IS NULL OR …`), so that SQLite reads only
+    // the key range instead of scanning the whole table and filtering.
+    let base = "SELECT node_id, check_id, status, severity, family, seq, finding_json FROM findings_latest";
+    let (query, bounds): (String, Vec<&str>) = match (from, to) {
+        (Some(f), Some(t)) => (format!("{base} WHERE node_id >= ?1 AND node_id < ?2"), vec![f, t]),
+        (Some(f), None) => (format!("{base} WHERE node_id >= ?1"), vec![f]),
+        (None, Some(t)) => (format!("{base} WHERE node_id < ?1"), vec![t]),
+        (None, None) => (base.to_string(), vec![]),
+    };
+    let mut stmt = conn.prepare(&query).map_err(sql(doing))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(bounds)).map_err(sql(doing))?;
     let mut part = ScanPart::default();
     let mut check_index: HashMap<String, usize> = HashMap::new();
     let mut current: Option<(String, Option<usize>)> = None;
@@ -210,18 +214,15 @@ fn scan(
         };
         if shown {
             let seq: i64 = r.get(5).map_err(sql(doing))?;
-            let json = text_at(r, 6, doing)?;
-            // The store only holds findings that indexed cleanly at ingest.
-            if let Ok(finding) = serde_json::from_str::<Box<serde_json::value::RawValue>>(json) {
-                node.findings.push(NodeFinding {
-                    check_id: c.id.clone(),
-                    family: c.family.clone(),
-                    severity: c.severity.clone(),
-                    status: status.to_string(),
-                    seq: ms_to_u64(seq),
-                    finding,
-                });
-            }
+            // Kept as text; it is checked to be JSON when rendered.
+            node.findings.push(NodeFinding {
+                check_id: c.id.clone(),
+                family: c.family.clone(),
+                severity: c.severity.clone(),
+                status: status.to_string(),
+                seq: ms_to_u64(seq),
+                finding: text_at(r, 6, doing)?.to_string(),
+            });
         }
     }
     part.unmapped = unmapped_marks.into_iter().map(|(f, m)| (f, m.into_iter().collect())).collect();
@@ -499,7 +500,7 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
     let mut waivers = Vec::new();
     for n in &nodes {
         // Only findings that mention a waiver are parsed.
-        for f in n.findings.iter().filter(|f| f.finding.get().contains("\"waiver\":{")) {
+        for f in n.findings.iter().filter(|f| f.finding.contains("\"waiver\":{")) {
             let Ok(view) = f.view() else { continue };
             let Some(w) = view.waiver else { continue };
             let expires_ms = w.expires.as_deref().and_then(|d| super::parse_date(d).ok());
@@ -632,12 +633,12 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
         },
         summary,
         srm: srm_areas,
-        nodes,
         checks: check_reports,
         drift,
         integrity,
         waivers,
         trend,
+        nodes,
     })
 }
 
@@ -680,16 +681,14 @@ pub fn node_findings(conn: &Connection, node_id: &str) -> Result<Vec<NodeFinding
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(sql(doing))? {
         let seq: i64 = r.get(4).map_err(sql(doing))?;
-        if let Ok(finding) = serde_json::from_str::<Box<serde_json::value::RawValue>>(text_at(r, 5, doing)?) {
-            out.push(NodeFinding {
-                check_id: r.get(0).map_err(sql(doing))?,
-                family: r.get(1).map_err(sql(doing))?,
-                severity: r.get(2).map_err(sql(doing))?,
-                status: r.get(3).map_err(sql(doing))?,
-                seq: ms_to_u64(seq),
-                finding,
-            });
-        }
+        out.push(NodeFinding {
+            check_id: r.get(0).map_err(sql(doing))?,
+            family: r.get(1).map_err(sql(doing))?,
+            severity: r.get(2).map_err(sql(doing))?,
+            status: r.get(3).map_err(sql(doing))?,
+            seq: ms_to_u64(seq),
+            finding: r.get(5).map_err(sql(doing))?,
+        });
     }
     sort_findings(&mut out);
     Ok(out)
