@@ -193,6 +193,7 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
             shared.pki.ca_fingerprint()
         ));
         tracing::info!("listening on {bound}");
+        systemd_ready();
         // Graceful shutdown waits for open streams to end, but agents hold
         // theirs open for good: after the signal, in-flight envelopes get a
         // short grace period, then the server stops regardless. Agents keep
@@ -201,6 +202,7 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
         let notify = Arc::clone(&signalled);
         let server = crate::server::run(listener, shared, async move {
             shutdown_signal().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             notify.notify_waiters();
         });
         tokio::select! {
@@ -219,6 +221,24 @@ fn serve(cfg: Config, listen: Option<std::net::SocketAddr>) -> Result<u8, CliErr
     drop(runtime);
     let _ = writer_thread.join();
     result.map(|()| 0)
+}
+
+/// `Type=notify`: tell systemd the listener is bound (so READY is true when
+/// it arrives), and feed its watchdog from the async runtime for as long as
+/// that runs. Outside systemd (no `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) both
+/// are no-ops. Must be called inside the runtime.
+fn systemd_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            // Twice per period, as sd_watchdog_enabled(3) recommends.
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {
