@@ -491,4 +491,42 @@ mod tests {
         assert!(check_collector_url("https://10.0.0.1:7443").is_ok());
         assert!(check_collector_url("https://").is_err());
     }
+
+    /// The commented default configuration the packages install as
+    /// /etc/kosmos-node-agent/agent.toml: with every `#key = value` line
+    /// uncommented it must load, and every value it documents must be the
+    /// built-in default (only the two example-only keys differ).
+    #[test]
+    fn shipped_default_config_documents_the_real_defaults() {
+        let shipped =
+            fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent/agent.toml")).unwrap();
+        // As installed, every key is commented out.
+        assert!(shipped.parse::<toml::Table>().unwrap().is_empty());
+        let mut keys = Vec::new();
+        let uncommented: String = shipped
+            .lines()
+            .filter_map(|l| {
+                let line = l.strip_prefix('#')?;
+                let t = line.parse::<toml::Table>().ok().filter(|t| t.len() == 1)?;
+                keys.extend(t.keys().cloned());
+                Some(format!("{line}\n"))
+            })
+            .collect();
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("agent.toml"), uncommented).unwrap();
+        let all = load(&paths(t.path()), &MapEnv::default()).unwrap();
+        let url = "collector_url = \"https://collector.example:7443\"\nserver_name = \"collector.example\"\n";
+        fs::write(t.path().join("agent.toml"), url).unwrap();
+        let defaults = load(&paths(t.path()), &MapEnv::default()).unwrap();
+        assert_eq!(all, defaults);
+        // Every key of the configuration is documented: serde names them all
+        // when it refuses an unknown one.
+        let refusal = try_key("not_a_key", toml::Value::Boolean(true)).unwrap_err();
+        let mut known: Vec<&str> = refusal.split('`').skip(3).step_by(2).collect();
+        known.sort();
+        let mut documented: Vec<&str> = keys.iter().map(String::as_str).collect();
+        documented.sort();
+        assert!(known.len() > 10, "{refusal}");
+        assert_eq!(documented, known);
+    }
 }

@@ -348,6 +348,8 @@ fn serve(
         let http_task = tokio::spawn(crate::dashboard::serve(http, dashboard, async move {
             http_stopped.notified().await;
         }));
+        // Both listeners are bound: READY is true now.
+        systemd_ready();
         // Graceful shutdown waits for open streams to end, but agents hold
         // theirs open for good: after the signal, in-flight envelopes get a
         // short grace period, then the server stops regardless. Agents keep
@@ -356,6 +358,7 @@ fn serve(
         let notify = Arc::clone(&signalled);
         let server = crate::server::run(listener, shared, async move {
             shutdown_signal().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             notify.notify_waiters();
         });
         let outcome = tokio::select! {
@@ -377,6 +380,24 @@ fn serve(
     drop(runtime);
     let _ = writer_thread.join();
     result.map(|()| 0)
+}
+
+/// `Type=notify`: tell systemd the listener is bound (so READY is true when
+/// it arrives), and feed its watchdog from the async runtime for as long as
+/// that runs. Outside systemd (no `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) both
+/// are no-ops. Must be called inside the runtime.
+fn systemd_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            // Twice per period, as sd_watchdog_enabled(3) recommends.
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
 }
 
 async fn shutdown_signal() {

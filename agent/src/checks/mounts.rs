@@ -1,7 +1,7 @@
 //! Mount checks (family `mounts`): world-writable scratch directories are
 //! separate mounts with `nodev`, `nosuid` and `noexec`.
 //!
-//! Live hosts are judged on `/proc/self/mountinfo`; offline roots on
+//! Live hosts are judged on PID 1's `/proc/1/mountinfo`; offline roots on
 //! `/etc/fstab` and enabled systemd mount units (see
 //! [`crate::facts::mounts`]). `/dev/shm` is special: systemd always mounts
 //! it (tmpfs, `nosuid,nodev`) before reading fstab, so an offline root
@@ -183,11 +183,11 @@ mod tests {
 
     #[test]
     fn live_mountinfo_decides() {
-        let d = root_with(&[("/proc/self/mountinfo", MOUNTINFO)]);
+        let d = root_with(&[("/proc/1/mountinfo", MOUNTINFO)]);
         let h = live_like(d.path());
         let o = eval("mounts.tmp", &h);
         assert_eq!(o.status, Status::Pass, "{o:?}");
-        assert_eq!(o.evidence[0].source, "/proc/self/mountinfo:3");
+        assert_eq!(o.evidence[0].source, "/proc/1/mountinfo:3");
         let o = eval("mounts.dev_shm", &h);
         assert_eq!(o.status, Status::Fail);
         assert!(o.reason.unwrap().contains("without noexec"));

@@ -1,7 +1,13 @@
 //! Mounts: what is mounted where, with which options.
 //!
-//! On a live host the kernel's `/proc/self/mountinfo` is the truth (the agent
-//! must run in the host's mount namespace for it to describe the node). On
+//! On a live host the kernel's mount table of PID 1, `/proc/1/mountinfo`, is
+//! the truth: it is the node's mount namespace even when the agent runs in a
+//! private one (the packaged unit's `ProtectSystem=`, `PrivateTmp=` and
+//! `PrivateDevices=` give the service its own `/tmp`, `/var/tmp` and
+//! `/dev/shm`, so `/proc/self/mountinfo` would describe the sandbox). Reading
+//! PID 1's table needs ptrace-read access to it (root with CAP_SYS_PTRACE);
+//! without that (an unprivileged user) the agent's own table is used, and the
+//! evidence names it. On
 //! an offline root nothing is mounted, so the boot-time configuration
 //! decides: `/etc/fstab` first (systemd gives fstab precedence over a mount
 //! unit for the same path), then an *enabled* mount unit such as `tmp.mount`
@@ -15,7 +21,10 @@ use super::{FactError, Facts, Gather};
 use crate::host::Host;
 use crate::model::Evidence;
 
-pub const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// The node's mount table (PID 1's mount namespace).
+pub const MOUNTINFO: &str = "/proc/1/mountinfo";
+/// This process's mount table: the fallback when PID 1's cannot be read.
+pub const SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
 pub const FSTAB: &str = "/etc/fstab";
 
 /// Both files are small; a node with thousands of container mounts still
@@ -199,7 +208,14 @@ pub struct MountFacts {
 
 pub fn load(host: &Host) -> MountFacts {
     if host.is_live() {
-        let table = host.read_text_limited(MOUNTINFO, MOUNT_FILE_LIMIT).map(|t| parse_mountinfo(MOUNTINFO, &t));
+        let table = match host.read_text_limited(MOUNTINFO, MOUNT_FILE_LIMIT) {
+            Ok(t) => Ok(parse_mountinfo(MOUNTINFO, &t)),
+            Err(first) => match host.read_text_limited(SELF_MOUNTINFO, MOUNT_FILE_LIMIT) {
+                Ok(t) => Ok(parse_mountinfo(SELF_MOUNTINFO, &t)),
+                // Both unreadable: PID 1's error is the one that matters.
+                Err(_) => Err(first),
+            },
+        };
         return MountFacts { live: true, table: table.map_err(Into::into), fstab_present: false };
     }
     match host.read_text_limited(FSTAB, MOUNT_FILE_LIMIT) {
@@ -363,12 +379,27 @@ mod tests {
 
     #[test]
     fn live_lookup_takes_the_top_mount() {
-        let d = root_with(&[("/proc/self/mountinfo", MOUNTINFO_TEXT)]);
+        let d = root_with(&[("/proc/1/mountinfo", MOUNTINFO_TEXT)]);
         let h = live_like(d.path());
         let f = Facts::new(&h);
         let a = mount_at(&f, "/tmp").unwrap();
-        assert_eq!(a.entry.unwrap().origin, "/proc/self/mountinfo:5");
+        assert_eq!(a.entry.unwrap().origin, "/proc/1/mountinfo:5");
         assert!(mount_at(&f, "/var/tmp").unwrap().entry.is_none());
+    }
+
+    #[test]
+    fn live_prefers_pid_1_and_falls_back_to_its_own_table() {
+        // A sandboxed agent: its own namespace has a private /tmp without
+        // noexec, the node's (PID 1's) has the real one.
+        let own = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n40 22 8:1 /tmp/systemd-private-x/tmp /tmp rw,nosuid,nodev - ext4 /dev/sda1 rw\n";
+        let d = root_with(&[("/proc/1/mountinfo", MOUNTINFO_TEXT), ("/proc/self/mountinfo", own)]);
+        let h = live_like(d.path());
+        let e = mount_at(&Facts::new(&h), "/tmp").unwrap().entry.unwrap();
+        assert_eq!(e.origin, "/proc/1/mountinfo:5");
+        // PID 1's table unreadable (an unprivileged user): the agent's own, named as such.
+        std::fs::remove_file(d.path().join("proc/1/mountinfo")).unwrap();
+        let e = mount_at(&Facts::new(&h), "/tmp").unwrap().entry.unwrap();
+        assert_eq!(e.origin, "/proc/self/mountinfo:2");
     }
 
     #[test]
