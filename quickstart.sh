@@ -88,8 +88,9 @@ if pid=$(running_pid); then
 else
   say "== starting a collector on 127.0.0.1 (data: $data)"
   mkdir -p "$data"
-  rm -f "$data/grpc.addr"
-  nohup "${collector[@]}" serve --grpc-listen 127.0.0.1:0 >>"$q/collector.log" 2>&1 &
+  rm -f "$data/grpc.addr" "$data/http.addr"
+  # Free loopback ports for gRPC and for the dashboard/metrics (http.addr).
+  nohup "${collector[@]}" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >>"$q/collector.log" 2>&1 &
   pid=$!
   echo "$pid" >"$pidfile"
   # First start creates the CA and server certificate, then binds.
@@ -139,6 +140,7 @@ cat <<EOF
 Done. This machine ($node) was audited and its signed report stored.
 
   fleet report     $q/fleet-report.html
+  dashboard        http://$(cat "$data/http.addr")/  (and /metrics for Prometheus)
   collector        pid $(cat "$pidfile"), gRPC $url (mTLS), log $q/collector.log
   collector data   $data (SQLite store collector.db, CA ca.pem)
   agent            config $q/agent/agent.toml, state $state, log $q/agent.log
