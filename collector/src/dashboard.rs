@@ -318,11 +318,6 @@ const EVENT_KINDS: [&str; 10] = [
     "malformed_report",
 ];
 
-/// The fleet metrics and the collector's own ingest metrics, one exposition.
-pub fn render_metrics(report: &FleetReport, ingest: &Metrics) -> Result<String, std::fmt::Error> {
-    Ok(fleet_metrics(report)? + &ingest_metrics(ingest)?)
-}
-
 /// The collector's ingest metrics (live counters), ending with `# EOF`.
 pub fn ingest_metrics(ingest: &Metrics) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();

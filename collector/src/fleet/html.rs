@@ -193,14 +193,6 @@ pub fn write_report<W: std::io::Write + ?Sized>(report: &FleetReport, out: &mut 
     out.write_all(PAGE_CLOSE.as_bytes())
 }
 
-/// [`write_report`] into a string.
-pub fn report(report: &FleetReport) -> String {
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = write_report(report, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The dashboard's fleet page.
 pub fn fleet_page(report: &FleetReport, filter: &Filter) -> String {
     page("Fleet hardening dashboard", report, Mode::Live, fleet_sections(report, Mode::Live, filter))
@@ -521,6 +513,12 @@ fn check_section(c: &CheckReport, mode: Mode, names: &Hostnames<'_>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(report: &FleetReport) -> String {
+        let mut out = Vec::new();
+        write_report(report, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
 
     /// A report whose node data is hostile markup.
     fn hostile() -> FleetReport {

@@ -305,9 +305,7 @@ impl SqliteStore {
             let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
             // Rows this code wrote always have a known status; anything else
             // is rewritten by the next report.
-            let Ok(status) = serde_json::from_value::<FindingStatus>(serde_json::Value::String(status)) else {
-                continue;
-            };
+            let Some(status) = status_of(&status) else { continue };
             let digest = Sha256::digest(json.as_bytes()).into();
             map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
         }
@@ -344,6 +342,19 @@ fn status_name(s: FindingStatus) -> &'static str {
         FindingStatus::NotApplicable => "not_applicable",
         FindingStatus::Waived => "waived",
     }
+}
+
+/// The inverse of [`status_name`].
+fn status_of(name: &str) -> Option<FindingStatus> {
+    [
+        FindingStatus::Pass,
+        FindingStatus::Fail,
+        FindingStatus::Error,
+        FindingStatus::NotApplicable,
+        FindingStatus::Waived,
+    ]
+    .into_iter()
+    .find(|s| status_name(*s) == name)
 }
 
 fn seq_i64(seq: u64) -> i64 {
