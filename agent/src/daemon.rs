@@ -367,16 +367,18 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
     .await
     .map_err(|e| DaemonError::Audit(e.to_string()))??;
     let (json, profile_name, profile_version, summary) = audited;
-    let template = AttestationBody {
+    let mut template = AttestationBody {
         node_id: shared.node_id.clone(),
         created_at_unix_ms: chrono::Utc::now().timestamp_millis(),
         agent_version: AGENT_VERSION.to_string(),
         profile_name,
         profile_version,
         trigger: trigger as i32,
-        report_json: json,
         ..Default::default()
     };
+    // gzip plus the index digest: a ninth of the bytes in the spool and on
+    // the link, and an unchanged report costs the collector no decoding.
+    kosmos_proto::report::pack(&json).into_body(&mut template);
     let spool = shared.spool.clone();
     let key = shared.key.clone();
     let (pushed, len, quarantined) = tokio::task::spawn_blocking(move || {
@@ -468,8 +470,13 @@ mod tests {
         assert_eq!(b1.node_id, "node-d1");
         assert_eq!(b1.trigger, Trigger::Manual as i32);
         assert_eq!(b1.profile_name, "linux-baseline");
-        let report: serde_json::Value = serde_json::from_slice(&b1.report_json).unwrap();
+        // Sent gzip-encoded, with the index digest of its own content.
+        assert_eq!(b1.report_encoding, kosmos_proto::v1::ReportEncoding::Gzip as i32);
+        let json = kosmos_proto::report::decode(b1).unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(report["schema"], "kosmos.report/v1");
+        let digest = kosmos_proto::report::IndexedReport::parse(&json).unwrap().digest();
+        assert_eq!(b1.report_index_sha256, digest.to_vec());
         assert_eq!(b1.prev_hash, kosmos_proto::chain::GENESIS_PREV_HASH.to_vec());
         assert_eq!(b2.prev_hash.len(), 32);
         assert_ne!(b2.prev_hash, b1.prev_hash);

@@ -317,6 +317,7 @@ fn serve(
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
+    let checkpointer = crate::store::sqlite::Checkpointer::start(&cfg.database())?;
     let (writer, writer_thread) = StoreWriter::spawn(Box::new(store));
     let metrics = Arc::new(Metrics::default());
     let dashboard = Arc::new(Dashboard::new(cfg.database(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
@@ -379,6 +380,7 @@ fn serve(
     // then commits what it holds and exits.
     drop(runtime);
     let _ = writer_thread.join();
+    drop(checkpointer);
     result.map(|()| 0)
 }
 

@@ -127,13 +127,7 @@ impl Attestation for AttestService {
                     let _ = tx.send(Ok(refuse("body node_id does not match the client certificate".into()))).await;
                     break;
                 }
-                let item = IngestItem {
-                    node_id: node_id.clone(),
-                    body_bytes: env.body,
-                    signature: env.signature,
-                    body,
-                    received_at_ms: now_ms(),
-                };
+                let item = IngestItem::new(node_id.clone(), env.body, env.signature, body, now_ms());
                 let ack = match shared.writer.ingest(item).await {
                     Ok(IngestResult::Acked { head_seq }) => {
                         shared.metrics.observe_ingest(started.elapsed());

@@ -1,10 +1,11 @@
 //! kosmos-proto: the `kosmos.attest.v1` protocol shared by the agent and the
 //! collector, and the cryptographic helpers both sides must agree on exactly:
-//! envelope signing and verification, the hash chain, and node identity
-//! carried in certificates.
+//! envelope signing and verification, the hash chain, node identity
+//! carried in certificates, and the report's encoding and index digest.
 
 pub mod chain;
 pub mod identity;
+pub mod report;
 
 /// The protocol definition itself, shipped in evidence bundles so that an
 /// auditor can decode bodies with `protoc --decode` and nothing of ours.

@@ -70,10 +70,18 @@ fn enroll_run_store_and_verify_offline() {
     assert_eq!(bodies.len(), 2);
     for b in &bodies {
         assert_eq!(b.node_id, agent.node_id());
-        let report: serde_json::Value = serde_json::from_slice(&b.report_json).unwrap();
+        // The report is plain gzip: any gzip decoder reads it, not only ours.
+        assert_eq!(b.report_encoding, kosmos_proto::v1::ReportEncoding::Gzip as i32);
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b.report_json.as_slice()), &mut json).unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(report["schema"], "kosmos.report/v1");
         assert_eq!(report["node"]["hostname"], "node-hardened-01");
+        let digest = kosmos_proto::report::IndexedReport::parse(&json).unwrap().digest();
+        assert_eq!(b.report_index_sha256, digest.to_vec());
     }
+    // No malformed_report (or any other) event: the collector's own digest
+    // of each report matched the signed one.
     assert!(event_kinds(&collector, &agent.node_id()).is_empty());
 }
 

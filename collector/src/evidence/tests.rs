@@ -64,13 +64,7 @@ impl Fixture {
         body.prev_hash = node.prev.to_vec();
         let env = chain::seal(&node.key, &body);
         node.prev = chain::body_hash(&env.body);
-        let item = IngestItem {
-            node_id: node.id.clone(),
-            body_bytes: env.body,
-            signature: env.signature,
-            body,
-            received_at_ms: self.base_ms,
-        };
+        let item = IngestItem::new(node.id.clone(), env.body, env.signature, body, self.base_ms);
         self.store.ingest(&[item], crate::store::now_ms()).unwrap().remove(0)
     }
 
@@ -557,4 +551,31 @@ fn time_bounds_and_fingerprints_parse() {
     let fp = format!("SHA256:{}", "AB".repeat(32));
     assert_eq!(parse_fingerprint(&fp).unwrap(), format!("SHA256:{}", "ab".repeat(32)));
     assert!(parse_fingerprint("SHA256:abcd").is_err());
+}
+
+#[test]
+fn a_report_contradicting_its_signed_index_digest_fails() {
+    let mut f = fixture();
+    let mut a = f.enroll("node-a");
+    // seq 1: gzip with its true digest (what the agent sends); seq 2: the
+    // node signs a digest of some other content.
+    let mut honest = f.body(&a, 1);
+    kosmos_proto::report::pack(REPORT).into_body(&mut honest);
+    f.send_body(&mut a, honest);
+    let mut lying = f.body(&a, 2);
+    kosmos_proto::report::pack(REPORT).into_body(&mut lying);
+    lying.report_index_sha256 = vec![3; 32];
+    f.send_body(&mut a, lying);
+    let out = f.export_to("bundle.tar.gz", |_| {});
+    let r = verify_bundle(&out, None).unwrap();
+    let v = node(&r, "node-a");
+    assert_eq!(v.verdict, "FAILED", "{}", r.to_text());
+    assert_eq!(
+        v.problems,
+        [Problem {
+            node: Some("node-a".into()),
+            seq: Some(2),
+            problem: "the signed report_index_sha256 does not match the signed report".into()
+        }]
+    );
 }

@@ -18,7 +18,8 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 use kosmos_proto::chain;
 use kosmos_proto::identity;
-use kosmos_proto::v1::{AttestationEnvelope, Trigger};
+use kosmos_proto::report;
+use kosmos_proto::v1::{AttestationBody, AttestationEnvelope, Trigger};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Serialize;
@@ -169,6 +170,9 @@ impl NodeAcc {
                 if b.seq != seq {
                     self.problem(node, Some(seq), format!("the signed body says seq {}, not its file name's", b.seq));
                 }
+                if let Some(p) = report_problem(&b) {
+                    self.problem(node, Some(seq), p);
+                }
                 let dropped = (b.trigger == Trigger::Gap as i32)
                     .then(|| b.dropped.as_ref().map(|d| (d.first_seq, d.last_seq)))
                     .flatten();
@@ -187,6 +191,26 @@ impl NodeAcc {
         };
         self.links.insert(seq, Link { body_sha256: sha, verified });
     }
+}
+
+/// What is wrong with the report a verified body carries: one that cannot
+/// be decoded is evidence nobody can read, and a signed index digest that
+/// does not match the report means the collector may have indexed (and
+/// reported) something other than what this body says.
+fn report_problem(b: &AttestationBody) -> Option<String> {
+    if b.report_json.is_empty() {
+        return None;
+    }
+    let json = match report::decode(b) {
+        Ok(j) => j,
+        Err(e) => return Some(format!("the signed report cannot be read: {e}")),
+    };
+    let parts = match report::IndexedReport::parse(&json) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("the signed report is not a report: {e}")),
+    };
+    (!b.report_index_sha256.is_empty() && b.report_index_sha256.as_slice() != parts.digest())
+        .then(|| "the signed report_index_sha256 does not match the signed report".to_string())
 }
 
 /// Everything gathered in the streaming pass.

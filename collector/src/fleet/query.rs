@@ -740,13 +740,7 @@ mod tests {
                 report_json: report.into_bytes(),
                 ..Default::default()
             };
-            batch.push(IngestItem {
-                node_id: id,
-                body_bytes: body.encode_to_vec(),
-                signature: vec![0; 64],
-                body,
-                received_at_ms: 1_000,
-            });
+            batch.push(IngestItem::new(id, body.encode_to_vec(), vec![0; 64], body, 1_000));
         }
         s.ingest(&batch, 1_000).unwrap();
         d

@@ -31,6 +31,12 @@ pub enum StoreError {
     Batch(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("cannot start the {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -80,9 +86,26 @@ pub struct NewNode {
 pub struct IngestItem {
     pub node_id: String,
     pub body_bytes: Vec<u8>,
+    /// SHA-256 of `body_bytes` (the chain link), computed by
+    /// [`IngestItem::new`] on the connection's task rather than on the
+    /// single writer thread.
+    pub body_sha256: [u8; 32],
     pub signature: Vec<u8>,
     pub body: AttestationBody,
     pub received_at_ms: i64,
+}
+
+impl IngestItem {
+    pub fn new(
+        node_id: String,
+        body_bytes: Vec<u8>,
+        signature: Vec<u8>,
+        body: AttestationBody,
+        received_at_ms: i64,
+    ) -> Self {
+        let body_sha256 = kosmos_proto::chain::body_hash(&body_bytes);
+        IngestItem { node_id, body_bytes, body_sha256, signature, body, received_at_ms }
+    }
 }
 
 /// The outcome of one ingested envelope.

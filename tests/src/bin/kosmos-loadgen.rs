@@ -7,8 +7,23 @@
 //! fast as acks allow with `--rate 0`). It prints sustained ingest, ack
 //! latency percentiles and the collector's peak RSS (`VmHWM` of `--pid`).
 //!
+//! Bodies are what the agent sends: the report gzip-encoded with its signed
+//! index digest. `--changed PCT` (default 5) is the share of envelopes whose
+//! findings differ from the node's previous envelope (one finding's
+//! observed value flips), which the collector must decode and re-index; the
+//! rest repeat the previous report, as a healthy node's reports do.
+//!
+//! Envelopes are signed before the clock starts (in production each node
+//! signs on its own CPU); with `--rate 0` each node has
+//! `--max-per-node-per-sec` (default 60) × seconds of them, and a node that
+//! runs out stops and is counted as `exhausted` (the figure is then a floor).
+//!
 //! kosmos-loadgen --data-dir D --url https://127.0.0.1:PORT --nodes 1000
 //!                --seconds 20 --rate 1000 --report report.json --pid PID
+//!                [--changed 5] [--max-per-node-per-sec 60] [--findings N]
+//!
+//! `--findings N` keeps the report's first N findings (the summary
+//! recounted), for an envelope of a given size.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +34,7 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use kosmos_collector::store::Store;
 use kosmos_e2e::{body, channel_to};
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
+use kosmos_proto::report::PackedReport;
 use kosmos_proto::v1::EnrollRequest;
 use kosmos_proto::v1::attestation_client::AttestationClient;
 use kosmos_proto::v1::enrollment_client::EnrollmentClient;
@@ -33,6 +49,9 @@ struct Args {
     rate: u64,
     report: String,
     pid: Option<u32>,
+    changed_pct: f64,
+    max_per_node_per_sec: usize,
+    findings: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +63,9 @@ fn parse_args() -> Result<Args, String> {
         rate: 0,
         report: String::new(),
         pid: None,
+        changed_pct: 5.0,
+        max_per_node_per_sec: 60,
+        findings: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +78,9 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => a.rate = v.parse().map_err(|_| "--rate")?,
             "--report" => a.report = v,
             "--pid" => a.pid = Some(v.parse().map_err(|_| "--pid")?),
+            "--findings" => a.findings = Some(v.parse().map_err(|_| "--findings")?),
+            "--changed" => a.changed_pct = v.parse().map_err(|_| "--changed")?,
+            "--max-per-node-per-sec" => a.max_per_node_per_sec = v.parse().map_err(|_| "--max-per-node-per-sec")?,
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -65,9 +90,21 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+/// CPU time a process has used (user + system), from `/proc/PID/stat`
+/// (in USER_HZ, 100 per second on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// A `/proc/PID/status` memory figure (`VmHWM:` peak, `VmRSS:` now), KiB.
+fn vm_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Node {
@@ -106,11 +143,30 @@ async fn main() {
         }
     };
     let ca = std::fs::read_to_string(format!("{}/ca.pem", args.data_dir)).unwrap_or_default();
-    let report = std::fs::read(&args.report).unwrap_or_default();
-    let findings = serde_json::from_slice::<serde_json::Value>(&report)
-        .ok()
-        .and_then(|v| v["results"].as_array().map(Vec::len))
-        .unwrap_or(0);
+    let mut parsed = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&args.report).unwrap_or_default())
+        .unwrap_or_default();
+    // `--findings N`: the first N findings, with the summary recounted.
+    if let (Some(n), Some(results)) = (args.findings, parsed["results"].as_array_mut()) {
+        results.truncate(n);
+        let mut summary = serde_json::Map::new();
+        for status in ["pass", "fail", "error", "not_applicable", "waived"] {
+            let count = results.iter().filter(|r| r["status"] == status).count();
+            summary.insert(status.to_string(), count.into());
+        }
+        parsed["summary"] = summary.into();
+    }
+    let report = serde_json::to_vec(&parsed).unwrap_or_default();
+    let findings = parsed["results"].as_array().map_or(0, Vec::len);
+    // The two reports a node alternates between when its findings change.
+    let mut changed = parsed.clone();
+    if let Some(first) = changed["results"].get_mut(0) {
+        first["observed"] = serde_json::json!("changed by kosmos-loadgen");
+    }
+    let variants: Arc<[PackedReport; 2]> = Arc::new([
+        kosmos_proto::report::pack(&report),
+        kosmos_proto::report::pack(&serde_json::to_vec(&changed).unwrap_or_default()),
+    ]);
+    let wire_bytes = variants[0].bytes.len();
 
     // Tokens straight into the store: the bench measures ingest, not token creation.
     let mut tokens = Vec::new();
@@ -135,13 +191,23 @@ async fn main() {
         }
     }
     let t0 = Instant::now();
+    // Enrol 16 at a time: each is a TLS handshake and a CSR signature.
     let mut nodes = Vec::new();
-    for t in &tokens {
-        match enroll(&args.url, &ca, t).await {
-            Ok(n) => nodes.push(n),
-            Err(e) => {
-                eprintln!("kosmos-loadgen: enroll: {e}");
-                std::process::exit(1);
+    for chunk in tokens.chunks(16) {
+        let joins: Vec<_> = chunk
+            .iter()
+            .map(|t| {
+                let (url, ca, t) = (args.url.clone(), ca.clone(), t.clone());
+                tokio::spawn(async move { enroll(&url, &ca, &t).await })
+            })
+            .collect();
+        for j in joins {
+            match j.await.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(n) => nodes.push(n),
+                Err(e) => {
+                    eprintln!("kosmos-loadgen: enroll: {e}");
+                    std::process::exit(1);
+                }
             }
         }
     }
@@ -150,78 +216,144 @@ async fn main() {
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let exhausted = Arc::new(AtomicU64::new(0));
     let per_node_interval =
         if args.rate == 0 { None } else { Some(Duration::from_secs_f64(args.nodes as f64 / args.rate as f64)) };
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    // Every node connects and sends its first report before the clock
+    // starts: the first report of a node is indexed in full (every finding
+    // is new), and 1,000 of them at once measure start-up, not steady state.
+    let warm = Arc::new(tokio::sync::Barrier::new(nodes.len() + 1));
+    let seconds = args.seconds;
     let mut tasks = Vec::new();
     for (i, node) in nodes.into_iter().enumerate() {
-        let (url, ca, report) = (args.url.clone(), ca.clone(), report.clone());
-        let (latencies, acked, errors) = (latencies.clone(), acked.clone(), errors.clone());
+        let (url, ca, variants) = (args.url.clone(), ca.clone(), variants.clone());
+        let change_p = args.changed_pct / 100.0;
+        let (latencies, acked, errors, warm) = (latencies.clone(), acked.clone(), errors.clone(), warm.clone());
+        let n_nodes = args.nodes;
+        let budget = 1 + match per_node_interval {
+            Some(iv) => (seconds as f64 / iv.as_secs_f64() * 1.1).ceil() as usize + 2,
+            None => usize::try_from(seconds).unwrap_or(0) * args.max_per_node_per_sec,
+        };
+        let exhausted = exhausted.clone();
         tasks.push(tokio::spawn(async move {
-            let Ok(ch) = channel_to(&url, &ca, Some((&node.cert, &node.key_pem))).await else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let mut client = AttestationClient::new(ch);
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            let Ok(resp) = client.attest(tokio_stream::wrappers::ReceiverStream::new(rx)).await else {
-                errors.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let mut inbound = resp.into_inner();
+            // Sign every envelope this node will send before the clock
+            // starts: in production the nodes sign on their own CPUs, which
+            // this machine would otherwise have to share with the collector.
+            let mut rng = fastrand::Rng::with_seed(i as u64);
+            let mut variant = 0usize;
             let mut prev = GENESIS_PREV_HASH;
+            let mut envelopes = Vec::with_capacity(budget);
+            for seq in 1..=budget as u64 {
+                if seq > 1 && rng.f64() < change_p {
+                    variant = 1 - variant;
+                }
+                let mut b = body(&node.id, seq, prev, &[]);
+                variants[variant].clone().into_body(&mut b);
+                let env = chain::seal(&node.key, &b);
+                prev = chain::body_hash(&env.body);
+                envelopes.push(env);
+                if seq % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let mut envelopes = envelopes.into_iter();
             let mut seq = 0u64;
-            // Spread the nodes' first sends over one interval.
+            let exchange = async |tx: &tokio::sync::mpsc::Sender<_>,
+                                  inbound: &mut tonic::Streaming<kosmos_proto::v1::Ack>,
+                                  seq: u64,
+                                  env|
+                   -> Option<Duration> {
+                let sent = Instant::now();
+                tx.send(env).await.ok()?;
+                match inbound.message().await {
+                    Ok(Some(ack)) if ack.error.is_empty() && ack.acked_seq == seq => Some(sent.elapsed()),
+                    _ => None,
+                }
+            };
+            let connected = async {
+                let ch = channel_to(&url, &ca, Some((&node.cert, &node.key_pem))).await.ok()?;
+                let mut client = AttestationClient::new(ch);
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let resp = client.attest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.ok()?;
+                let mut inbound = resp.into_inner();
+                seq += 1;
+                exchange(&tx, &mut inbound, seq, envelopes.next()?).await?;
+                Some((tx, inbound))
+            }
+            .await;
+            warm.wait().await;
+            let Some((tx, mut inbound)) = connected else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            // Spread the nodes' sends over one interval.
             if let Some(iv) = per_node_interval {
-                tokio::time::sleep(iv.mul_f64(i as f64 / args.nodes as f64)).await;
+                tokio::time::sleep(iv.mul_f64(i as f64 / n_nodes as f64)).await;
             }
             let mut next = tokio::time::Instant::now();
             while Instant::now() < deadline {
                 seq += 1;
-                let env = chain::seal(&node.key, &body(&node.id, seq, prev, &report));
-                prev = chain::body_hash(&env.body);
-                let sent = Instant::now();
-                if tx.send(env).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                let Some(env) = envelopes.next() else {
+                    exhausted.fetch_add(1, Ordering::Relaxed);
                     return;
-                }
-                match inbound.message().await {
-                    Ok(Some(ack)) if ack.error.is_empty() && ack.acked_seq == seq => {
+                };
+                match exchange(&tx, &mut inbound, seq, env).await {
+                    Some(latency) => {
                         acked.fetch_add(1, Ordering::Relaxed);
-                        latencies.lock().await.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        latencies.lock().await.push(latency.as_secs_f64() * 1000.0);
                     }
-                    _ => {
+                    None => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                 }
                 if let Some(iv) = per_node_interval {
                     next += iv;
+                    if next.into_std() >= deadline {
+                        break;
+                    }
                     tokio::time::sleep_until(next).await;
                 }
             }
         }));
     }
+    let warm_start = Instant::now();
+    warm.wait().await;
+    eprintln!("first report of every node stored in {:.1}s (not measured)", warm_start.elapsed().as_secs_f64());
     let started = Instant::now();
+    let cpu_before = args.pid.and_then(cpu_seconds);
     for t in tasks {
         let _ = t.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let collector_cpu = cpu_before.zip(args.pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
     let mut lat = latencies.lock().await.clone();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     let n = acked.load(Ordering::Relaxed);
     println!(
-        "nodes={} findings/envelope={} target_rate={} acked={} errors={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_peak_rss={}",
+        "nodes={} findings/envelope={} report_bytes={} wire_bytes={} changed={}% target_rate={} acked={} errors={} exhausted={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_cpu={} collector_peak_rss={} collector_rss_at_end={}",
         args.nodes,
         findings,
+        report.len(),
+        wire_bytes,
+        args.changed_pct,
         if args.rate == 0 { "max".to_string() } else { args.rate.to_string() },
         n,
         errors.load(Ordering::Relaxed),
+        exhausted.load(Ordering::Relaxed),
         elapsed,
         n as f64 / elapsed,
         pct(0.5),
         pct(0.99),
-        args.pid.and_then(vm_hwm_kib).map_or("?".to_string(), |k| format!("{:.0}MiB", k as f64 / 1024.0)),
+        // Cores the collector used, and its CPU time per acked envelope.
+        collector_cpu.map_or("?".to_string(), |c| format!(
+            "{:.2}cores/{:.0}us_per_envelope",
+            c / elapsed,
+            c * 1e6 / n.max(1) as f64
+        )),
+        args.pid.and_then(|p| vm_kib(p, "VmHWM:")).map_or("?".to_string(), |k| format!("{:.0}MiB", k as f64 / 1024.0)),
+        args.pid.and_then(|p| vm_kib(p, "VmRSS:")).map_or("?".to_string(), |k| format!("{:.0}MiB", k as f64 / 1024.0)),
     );
 }
