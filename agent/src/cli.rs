@@ -379,7 +379,7 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
     let state_dir = state_dir_for(&host, args.state_dir.as_deref());
     let drift = DriftHook::new(state_dir.as_deref().map_err(Clone::clone));
     let first_seen = FirstSeenHook::new(state_dir.as_deref().map_err(Clone::clone));
-    let firewall = crate::checks::firewall::SnapshotHook { profile: &profile };
+    let firewall = crate::checks::firewall::SnapshotHook { profile: &profile, state_dir: state_dir.as_deref().ok() };
     let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen, &firewall]);
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),

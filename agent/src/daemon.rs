@@ -359,7 +359,7 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
         // times of pending updates live in the agent's state directory.
         let drift = crate::state::DriftHook::new(Ok(state_dir.as_path()));
         let first_seen = crate::first_seen::FirstSeenHook::new(Ok(state_dir.as_path()));
-        let firewall = crate::checks::firewall::SnapshotHook { profile: &profile };
+        let firewall = crate::checks::firewall::SnapshotHook { profile: &profile, state_dir: Some(&state_dir) };
         let report = engine::run_with_hooks(&host, &registry, &opts, &[&drift, &first_seen, &firewall]);
         let json = serde_json::to_vec(&report).map_err(|e| DaemonError::Audit(e.to_string()))?;
         Ok((json, profile.name.clone(), profile.version.clone(), report.summary))

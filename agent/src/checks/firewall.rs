@@ -18,6 +18,27 @@ use crate::model::{Outcome, Severity};
 /// Where the previous run's ruleset snapshot is kept (written by the CLI
 /// after a live run, read here through the Host).
 pub const DEFAULT_SNAPSHOT_FILE: &str = "/var/lib/kosmos-node-agent/firewall-snapshot.json";
+
+/// The agent's state directory for this run, when it has one: the default
+/// `snapshot_file` then lives there (`firewall-snapshot.json`), so an agent
+/// configured with another `state_dir` keeps all its state in it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotDir(pub Option<std::path::PathBuf>);
+
+impl crate::facts::Gather for SnapshotDir {
+    fn gather(_facts: &Facts<'_>) -> Self {
+        SnapshotDir(None)
+    }
+}
+
+/// Where the ruleset snapshot is kept: the `snapshot_file` parameter, except
+/// that its default follows the run's state directory.
+fn snapshot_path(param: &str, dir: &SnapshotDir) -> std::path::PathBuf {
+    match &dir.0 {
+        Some(d) if param == DEFAULT_SNAPSHOT_FILE => d.join("firewall-snapshot.json"),
+        _ => std::path::PathBuf::from(param),
+    }
+}
 /// Snapshots larger than this many lines are not kept (report size).
 pub const MAX_SNAPSHOT_LINES: usize = 5000;
 
@@ -181,7 +202,9 @@ fn drift(facts: &Facts<'_>, params: &Params) -> Outcome {
     };
     let lines = snapshot_lines(rs);
     let hash = snapshot_hash(&lines);
-    let path = params.str("snapshot_file");
+    let path = snapshot_path(params.str("snapshot_file"), &facts.get::<SnapshotDir>());
+    let path = path.to_string_lossy();
+    let path = path.as_ref();
     let snapshot = if lines.len() <= MAX_SNAPSHOT_LINES {
         json!({"hash": hash, "lines": lines})
     } else {
@@ -237,17 +260,23 @@ fn drift(facts: &Facts<'_>, params: &Params) -> Outcome {
 #[derive(Debug)]
 pub struct SnapshotHook<'p> {
     pub profile: &'p crate::profile::Profile,
+    /// The agent's state directory, when the run has one.
+    pub state_dir: Option<&'p std::path::Path>,
 }
 
 impl crate::engine::RunHook for SnapshotHook<'_> {
+    fn before_run(&self, facts: &Facts<'_>) {
+        facts.provide(SnapshotDir(self.state_dir.map(std::path::Path::to_path_buf)));
+    }
+
     fn after_run(&self, facts: &Facts<'_>, report: &crate::report::Report) {
         if facts.host().is_live() {
-            record_snapshot(report, self.profile);
+            record_snapshot(report, self.profile, &SnapshotDir(self.state_dir.map(std::path::Path::to_path_buf)));
         }
     }
 }
 
-fn record_snapshot(report: &crate::report::Report, profile: &crate::profile::Profile) {
+fn record_snapshot(report: &crate::report::Report, profile: &crate::profile::Profile, dir: &SnapshotDir) {
     use std::os::unix::fs::DirBuilderExt;
     let Some(f) = report.results.iter().find(|f| f.id == "firewall.ruleset_drift") else { return };
     let Some(snap) = f.observed.as_ref().and_then(|o| o.get("snapshot")).filter(|s| s["lines"].is_array()) else {
@@ -259,7 +288,8 @@ fn record_snapshot(report: &crate::report::Report, profile: &crate::profile::Pro
         .and_then(|p| p.get("snapshot_file"))
         .and_then(|v| v.as_str())
         .unwrap_or(DEFAULT_SNAPSHOT_FILE);
-    let path = std::path::Path::new(path);
+    let path = snapshot_path(path, dir);
+    let path = path.as_path();
     if let Some(dir) = path.parent() {
         let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
     }
@@ -300,7 +330,11 @@ pub fn checks() -> Vec<Check> {
             Severity::Low,
             drift,
         )
-        .param(ParamSpec::str("snapshot_file", DEFAULT_SNAPSHOT_FILE, "where the previous run's ruleset snapshot is kept"))
+        .param(ParamSpec::str(
+            "snapshot_file",
+            DEFAULT_SNAPSHOT_FILE,
+            "where the previous run's ruleset snapshot is kept (left at its default, it follows the agent's state_dir)",
+        ))
         .rationale("An unplanned change of the firewall (a package, a manual command, a compromised process) can open the node silently; comparing with the previous run makes every change visible with the rules that changed.")
         .remediation("Review the added and removed rules in the finding; if the change is intended, the next run takes it as the new reference."),
     ]
@@ -356,6 +390,31 @@ mod tests {
         std::fs::remove_file(d.path().join("proc/net/ip_tables_names")).unwrap();
         assert_eq!(eval("firewall.backends_not_mixed", &live(d.path())).status, Status::Pass);
         assert_eq!(eval("firewall.backends_not_mixed", &offline(d.path())).status, Status::NotApplicable);
+    }
+
+    #[test]
+    fn the_default_snapshot_follows_the_state_dir() {
+        let d = root_with(&[("/.commands/iptables-nft-save", DROP_V4)]);
+        let h = live(d.path());
+        let all = crate::checks::registry();
+        let c = all.iter().find(|c| c.id == "firewall.ruleset_drift").unwrap();
+        let run = |dir: Option<&str>, param: Option<&str>| {
+            let facts = Facts::new(&h);
+            facts.provide(SnapshotDir(dir.map(std::path::PathBuf::from)));
+            let o: std::collections::BTreeMap<String, serde_json::Value> =
+                param.map(|p| ("snapshot_file".to_string(), json!(p))).into_iter().collect();
+            (c.evaluate)(&facts, &Params::new(&c.params, Some(&o)))
+        };
+        let first = run(Some("/state"), None);
+        assert_eq!(first.status, Status::NotApplicable);
+        assert!(first.reason.as_deref().unwrap().contains("/state/firewall-snapshot.json"), "{:?}", first.reason);
+        let snap = first.observed.unwrap()["snapshot"].to_string();
+        crate::testutil::write(d.path(), "/state/firewall-snapshot.json", snap.as_bytes());
+        assert_eq!(run(Some("/state"), None).status, Status::Pass);
+        // Without a state directory the default path itself; a path set in
+        // the profile wins over the state directory.
+        assert!(run(None, None).reason.unwrap().contains(DEFAULT_SNAPSHOT_FILE));
+        assert!(run(Some("/state"), Some("/elsewhere/s.json")).reason.unwrap().contains("/elsewhere/s.json"));
     }
 
     #[test]

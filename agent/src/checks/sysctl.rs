@@ -80,7 +80,31 @@ fn eval_key(facts: &Facts<'_>, spec: &KeySpec, want: Want) -> KeyVerdict {
         reason,
     };
     match runtime {
-        Runtime::Unreadable(e) => verdict(Status::Error, Some(e.to_string()), observed, evidence),
+        // Some keys need privileges to read (net.core.bpf_jit_harden needs
+        // CAP_SYS_ADMIN, which the hardened unit does not grant). A bad
+        // configured value is still a certain failure: it applies at the
+        // next boot whatever runs now. A good one proves nothing about now.
+        Runtime::Unreadable(e) => match (configured_ok, &config_unknown, configured) {
+            (Some(false), None, Some(a)) => verdict(
+                Status::Fail,
+                Some(format!(
+                    "the running value cannot be read ({e}), and the configuration sets {}, which applies at the next boot",
+                    a.value
+                )),
+                observed,
+                evidence,
+            ),
+            (_, _, Some(a)) => verdict(
+                Status::Error,
+                Some(format!(
+                    "the running value cannot be read ({e}); the configuration sets {}, but that only says what applies at the next boot",
+                    a.value
+                )),
+                observed,
+                evidence,
+            ),
+            _ => verdict(Status::Error, Some(e.to_string()), observed, evidence),
+        },
         Runtime::Absent => verdict(
             Status::NotApplicable,
             Some(format!("the running kernel does not provide {} (feature not built in or disabled)", spec.key)),
@@ -556,6 +580,27 @@ mod tests {
         let o = eval("sysctl.kptr_restrict", &offline(d.path()));
         assert_eq!(o.status, Status::Error);
         assert!(o.reason.unwrap().contains("99-bin.conf"));
+    }
+
+    #[test]
+    fn an_unreadable_runtime_value_fails_only_on_a_bad_configured_value() {
+        // A directory where the value should be: reading it fails with an
+        // error other than "not found", as a refused read does.
+        let setup = |conf: &str| {
+            let d = root_with(&[("/etc/sysctl.d/60.conf", conf)]);
+            std::fs::create_dir_all(d.path().join("proc/sys/net/core/bpf_jit_harden")).unwrap();
+            d
+        };
+        let d = setup("net.core.bpf_jit_harden = 0\n");
+        let o = eval("sysctl.bpf_jit_harden", &live_like(d.path()));
+        assert_eq!(o.status, Status::Fail, "{:?}", o.reason);
+        assert!(o.reason.unwrap().contains("cannot be read"));
+        let d = setup("net.core.bpf_jit_harden = 2\n");
+        let o = eval("sysctl.bpf_jit_harden", &live_like(d.path()));
+        assert_eq!(o.status, Status::Error);
+        assert!(o.reason.unwrap().contains("sets 2"));
+        let d = setup("");
+        assert_eq!(eval("sysctl.bpf_jit_harden", &live_like(d.path())).status, Status::Error);
     }
 
     #[test]

@@ -303,9 +303,9 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
         // Small pages: every ingest batch rewrites an index leaf per node in
         // each per-node index, and a WAL frame is a whole page, so the page
-        // size multiplies the bytes written per envelope. (Bodies are ~17
-        // KiB gzip and sit in overflow pages either way.) Only takes effect
-        // on a new database.
+        // size multiplies the bytes written per envelope. (Bodies are 10-20
+        // KiB of gzip and sit in overflow pages either way.) Only takes
+        // effect on a new database.
         conn.pragma_update(None, "page_size", 4096).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
