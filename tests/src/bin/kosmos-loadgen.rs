@@ -323,17 +323,19 @@ async fn main() {
     eprintln!("first report of every node stored in {:.1}s (not measured)", warm_start.elapsed().as_secs_f64());
     let started = Instant::now();
     let cpu_before = args.pid.and_then(cpu_seconds);
+    let own_cpu_before = cpu_seconds(std::process::id());
     for t in tasks {
         let _ = t.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let collector_cpu = cpu_before.zip(args.pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+    let own_cpu = own_cpu_before.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
     let mut lat = latencies.lock().await.clone();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     let n = acked.load(Ordering::Relaxed);
     println!(
-        "nodes={} findings/envelope={} report_bytes={} wire_bytes={} changed={}% target_rate={} acked={} errors={} exhausted={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_cpu={} collector_peak_rss={} collector_rss_at_end={}",
+        "nodes={} findings/envelope={} report_bytes={} wire_bytes={} changed={}% target_rate={} acked={} errors={} exhausted={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_cpu={} loadgen_cpu={} collector_peak_rss={} collector_rss_at_end={}",
         args.nodes,
         findings,
         report.len(),
@@ -353,6 +355,7 @@ async fn main() {
             c / elapsed,
             c * 1e6 / n.max(1) as f64
         )),
+        own_cpu.map_or("?".to_string(), |c| format!("{:.2}cores", c / elapsed)),
         args.pid.and_then(|p| vm_kib(p, "VmHWM:")).map_or("?".to_string(), |k| format!("{:.0}MiB", k as f64 / 1024.0)),
         args.pid.and_then(|p| vm_kib(p, "VmRSS:")).map_or("?".to_string(), |k| format!("{:.0}MiB", k as f64 / 1024.0)),
     );
