@@ -39,6 +39,7 @@ fn snapshot_path(param: &str, dir: &SnapshotDir) -> std::path::PathBuf {
         _ => std::path::PathBuf::from(param),
     }
 }
+
 /// Snapshots larger than this many lines are not kept (report size).
 pub const MAX_SNAPSHOT_LINES: usize = 5000;
 
@@ -271,7 +272,7 @@ impl crate::engine::RunHook for SnapshotHook<'_> {
 
     fn after_run(&self, facts: &Facts<'_>, report: &crate::report::Report) {
         if facts.host().is_live() {
-            record_snapshot(report, self.profile, &SnapshotDir(self.state_dir.map(std::path::Path::to_path_buf)));
+            record_snapshot(report, self.profile, &facts.get::<SnapshotDir>());
         }
     }
 }
