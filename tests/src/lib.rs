@@ -65,13 +65,19 @@ impl Collector {
         c
     }
 
-    /// Start a collector on 127.0.0.1 (a free port, or `port` to reuse one).
-    pub fn start(data_dir: &Path, port: u16) -> Collector {
+    /// Create a data directory with a minimal `collector.toml` (kept if
+    /// one is there already).
+    pub fn prepare(data_dir: &Path) {
         std::fs::create_dir_all(data_dir).unwrap();
         let cfg = data_dir.join("collector.toml");
         if !cfg.exists() {
             std::fs::write(&cfg, "# test collector\n").unwrap();
         }
+    }
+
+    /// Start a collector on 127.0.0.1 (a free port, or `port` to reuse one).
+    pub fn start(data_dir: &Path, port: u16) -> Collector {
+        Self::prepare(data_dir);
         let _ = std::fs::remove_file(data_dir.join("grpc.addr"));
         let mut child = Self::cmd(data_dir)
             .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}"), "--http-listen", "127.0.0.1:0"])

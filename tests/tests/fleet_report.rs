@@ -356,8 +356,7 @@ fn dashboard_pages_metrics_and_access() {
 fn dashboard_off_loopback_needs_a_token() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("c");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("collector.toml"), "").unwrap();
+    Collector::prepare(&data);
     let (code, _, err) =
         run(Collector::cmd(&data).args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "0.0.0.0:0"]));
     assert_eq!(code, 2, "{err}");

@@ -71,8 +71,7 @@ fn with_notify(cmd: &mut std::process::Command, socket: &Path) {
 fn collector_is_ready_only_once_listening_then_feeds_the_watchdog() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("collector");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("collector.toml"), "# test collector\n").unwrap();
+    Collector::prepare(&data);
     let (sock, path) = notify_socket(tmp.path());
     let mut cmd = Collector::cmd(&data);
     cmd.args(["serve", "--grpc-listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::inherit());
