@@ -311,14 +311,16 @@ fn serve(
 ) -> Result<u8, CliError> {
     let http_addr = http_listen.unwrap_or(cfg.http_listen);
     let token = crate::dashboard::load_token(http_addr, cfg.http_token_file.as_deref())?;
-    let (pki, store) = open(&cfg)?;
+    let (pki, mut store) = open(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
     let checkpointer = crate::store::sqlite::Checkpointer::start(&cfg.database())?;
-    let (writer, writer_thread) = StoreWriter::spawn(Box::new(store));
+    store.kick_after_ingest(&checkpointer);
+    let wal_sync = store.defer_ingest_sync();
+    let (writer, writer_thread) = StoreWriter::spawn(Box::new(store), Some(wal_sync));
     let metrics = Arc::new(Metrics::default());
     let dashboard = Arc::new(Dashboard::new(cfg.database(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
     let shared = Shared { writer, pki: Arc::new(pki), node_cert_days: cfg.node_cert_days, metrics };

@@ -31,6 +31,12 @@ pub enum StoreError {
     Batch(String),
     #[error("the store writer has stopped")]
     WriterGone,
+    #[error("cannot make {path} durable: {source}")]
+    Sync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the {thread} thread: {source}")]
     Thread {
         thread: &'static str,
@@ -143,7 +149,9 @@ pub trait Store: Send {
     fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError>;
     /// Mark a node revoked; false when there is no such node.
     fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
-    /// Store a batch of verified envelopes in one durable transaction.
+    /// Store a batch of verified envelopes in one transaction, durable when
+    /// this returns (unless the store was told to defer that, see
+    /// [`sqlite::SqliteStore::defer_ingest_sync`]).
     fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError>;
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError>;
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError>;

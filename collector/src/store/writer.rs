@@ -5,10 +5,23 @@
 //! together as the next batch, so under load one fsync covers hundreds of
 //! envelopes, and under light load an envelope is committed alone without
 //! waiting for company. Each requester gets its own result only after the
-//! batch's transaction has committed: that is when the ack may be sent.
+//! batch's transaction is on disk: that is when the ack may be sent.
+//!
+//! With a [`WalSync`] (the collector's `serve`), ingest transactions commit
+//! without their fsync and the results go to a second thread, the acker,
+//! which syncs the WAL and only then answers. The writer meanwhile writes the
+//! next batch, so disk and CPU overlap instead of taking turns; one sync
+//! covers every batch that was queued for it. Acks leave in commit order.
+//! Any other operation first waits for the WAL sync, so it never reads, and
+//! never answers from, state that is not on disk yet. A failed sync ends the
+//! process: after a failed `fsync` the kernel may already have dropped the
+//! unwritten pages, so no later sync can prove anything. systemd restarts
+//! the collector, SQLite recovers from the WAL, and the agents resend what
+//! was not acked.
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite::WalSync;
 use super::{IngestItem, IngestResult, Store, StoreError, now_ms};
 
 /// Most envelopes committed in one transaction.
@@ -35,10 +48,14 @@ impl std::fmt::Debug for StoreWriter {
 
 impl StoreWriter {
     /// Start the writer thread. It stops when every handle is dropped.
-    pub fn spawn(store: Box<dyn Store>) -> (StoreWriter, std::thread::JoinHandle<()>) {
+    /// `wal_sync`: the store defers its ingest fsync to this (see the module
+    /// documentation); None when every ingest is durable on return.
+    pub fn spawn(store: Box<dyn Store>, wal_sync: Option<WalSync>) -> (StoreWriter, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
-        let join =
-            std::thread::Builder::new().name("store-writer".into()).spawn(move || run(store, rx)).unwrap_or_else(|e| {
+        let join = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(store, rx, wal_sync))
+            .unwrap_or_else(|e| {
                 // Without a writer thread the collector cannot store anything;
                 // failing to spawn one at start-up is fatal by design.
                 tracing::error!("cannot start the store writer thread: {e}");
@@ -73,19 +90,87 @@ impl StoreWriter {
     }
 }
 
-type Pending = Vec<(IngestItem, oneshot::Sender<Result<IngestResult, String>>)>;
+type Reply = oneshot::Sender<Result<IngestResult, String>>;
+type Pending = Vec<(IngestItem, Reply)>;
+/// Results of a committed batch, waiting for the WAL sync.
+type Committed = Vec<(Reply, IngestResult)>;
 
-fn flush(store: &mut dyn Store, pending: &mut Pending) {
+/// The thread that acks committed batches once they are on disk.
+struct Acker {
+    sync: std::sync::Arc<WalSync>,
+    tx: Option<std::sync::mpsc::Sender<Committed>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acker {
+    fn start(sync: WalSync) -> Acker {
+        let sync = std::sync::Arc::new(sync);
+        let (tx, rx) = std::sync::mpsc::channel::<Committed>();
+        let syncing = std::sync::Arc::clone(&sync);
+        let join = std::thread::Builder::new()
+            .name("store-acker".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Everything committed by now is covered by one sync.
+                    let batches: Vec<Committed> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    durable_or_exit(&syncing);
+                    for (reply, result) in batches.into_iter().flatten() {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!("cannot start the store acker thread: {e}");
+                std::process::exit(1)
+            });
+        Acker { sync, tx: Some(tx), join: Some(join) }
+    }
+
+    fn ack_when_durable(&self, committed: Committed) {
+        if let Some(tx) = &self.tx {
+            // The acker ends only once this sender is dropped.
+            let _ = tx.send(committed);
+        }
+    }
+
+    /// Wait until everything committed so far is on disk.
+    fn barrier(&self) {
+        durable_or_exit(&self.sync);
+    }
+}
+
+impl Drop for Acker {
+    /// The last acks go out before the writer thread ends.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn durable_or_exit(sync: &WalSync) {
+    if let Err(e) = sync.sync() {
+        tracing::error!("{e}; stopping: nothing more can be acked safely, unacked envelopes will be resent");
+        std::process::exit(1);
+    }
+}
+
+/// Commit the pending ingests; true when a transaction was attempted.
+fn flush(store: &mut dyn Store, pending: &mut Pending, acker: Option<&Acker>) -> bool {
     if pending.is_empty() {
-        return;
+        return false;
     }
     let (items, replies): (Vec<IngestItem>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
     match store.ingest(&items, now_ms()) {
-        Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+        Ok(results) => match acker {
+            Some(acker) => acker.ack_when_durable(replies.into_iter().zip(results).collect()),
+            None => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
             }
-        }
+        },
         Err(e) => {
             tracing::error!("ingest transaction failed, {} envelopes not acked: {e}", items.len());
             for reply in replies {
@@ -93,18 +178,28 @@ fn flush(store: &mut dyn Store, pending: &mut Pending) {
             }
         }
     }
+    true
 }
 
-fn run(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Request>) {
+fn run(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Request>, wal_sync: Option<WalSync>) {
+    let acker = wal_sync.map(Acker::start);
     let mut pending: Pending = Vec::new();
+    // Ingests were committed since the last barrier (calls that follow
+    // calls need no sync of their own).
+    let mut unsynced = false;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(req) = next.take() {
             match req {
                 Request::Ingest { item, reply } => pending.push((*item, reply)),
                 Request::Call(call) => {
-                    // Keep order: earlier ingests commit before a later call runs.
-                    flush(store.as_mut(), &mut pending);
+                    // Keep order: earlier ingests commit before a later call
+                    // runs, and are on disk before it reads or answers.
+                    unsynced |= flush(store.as_mut(), &mut pending, acker.as_ref());
+                    if let Some(acker) = acker.as_ref().filter(|_| unsynced) {
+                        acker.barrier();
+                        unsynced = false;
+                    }
                     call(store.as_mut());
                 }
             }
@@ -112,6 +207,6 @@ fn run(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Request>) {
                 next = rx.try_recv().ok();
             }
         }
-        flush(store.as_mut(), &mut pending);
+        unsynced |= flush(store.as_mut(), &mut pending, acker.as_ref());
     }
 }
