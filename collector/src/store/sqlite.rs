@@ -408,7 +408,7 @@ impl SqliteStore {
 /// for) spends its time on transactions, not on checkpoints. The writer
 /// wakes it after every ingest commit ([`CheckpointKick`]), so the copy
 /// trails the WAL by about one batch: when the writer's own checkpoint comes
-/// due (at 16 MiB of WAL), almost every frame is already copied and the WAL
+/// due (at 64 MiB of WAL), almost every frame is already copied and the WAL
 /// starts over at once. (On a timer alone, the WAL filled 16 MiB between two
 /// runs at 4,000 envelopes/s and the writer did most of the copying itself.)
 /// A passive checkpoint never blocks the writer or a reader. Stops when
