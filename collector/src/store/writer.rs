@@ -114,9 +114,7 @@ impl Acker {
                     // Everything committed by now is covered by one sync.
                     let batches: Vec<Committed> = std::iter::once(first).chain(rx.try_iter()).collect();
                     durable_or_exit(&syncing);
-                    for (reply, result) in batches.into_iter().flatten() {
-                        let _ = reply.send(Ok(result));
-                    }
+                    batches.into_iter().for_each(send_acks);
                 }
             })
             .unwrap_or_else(|e| {
@@ -149,6 +147,12 @@ impl Drop for Acker {
     }
 }
 
+fn send_acks(committed: Committed) {
+    for (reply, result) in committed {
+        let _ = reply.send(Ok(result));
+    }
+}
+
 fn durable_or_exit(sync: &WalSync) {
     if let Err(e) = sync.sync() {
         tracing::error!("{e}; stopping: nothing more can be acked safely, unacked envelopes will be resent");
@@ -163,14 +167,13 @@ fn flush(store: &mut dyn Store, pending: &mut Pending, acker: Option<&Acker>) ->
     }
     let (items, replies): (Vec<IngestItem>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
     match store.ingest(&items, now_ms()) {
-        Ok(results) => match acker {
-            Some(acker) => acker.ack_when_durable(replies.into_iter().zip(results).collect()),
-            None => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
+        Ok(results) => {
+            let committed: Committed = replies.into_iter().zip(results).collect();
+            match acker {
+                Some(acker) => acker.ack_when_durable(committed),
+                None => send_acks(committed),
             }
-        },
+        }
         Err(e) => {
             tracing::error!("ingest transaction failed, {} envelopes not acked: {e}", items.len());
             for reply in replies {
