@@ -6,6 +6,7 @@
 //! a profile; the overrides are validated against these declarations once,
 //! when the profile is loaded.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -73,44 +74,81 @@ impl ParamSpec {
 
 /// The effective parameters of one check: defaults overlaid with the
 /// profile's validated overrides.
-#[derive(Debug, Clone, Default)]
+///
+/// Reads are checked against the declarations: a name the check never
+/// declared, or a read of another type than declared, returns a neutral
+/// value *and* is recorded. The engine turns any evaluation that made such a
+/// read into an `error` finding ([`Params::misuse`]), so a typo in a
+/// parameter name can never silently change a verdict.
+#[derive(Debug, Default)]
 pub struct Params {
-    values: BTreeMap<String, Value>,
+    values: BTreeMap<String, (ParamKind, Value)>,
+    misuse: RefCell<Vec<String>>,
+}
+
+impl Clone for Params {
+    fn clone(&self) -> Self {
+        Params { values: self.values.clone(), misuse: RefCell::new(self.misuse.borrow().clone()) }
+    }
 }
 
 impl Params {
     pub fn new(specs: &[ParamSpec], overrides: Option<&BTreeMap<String, Value>>) -> Self {
-        let mut values: BTreeMap<String, Value> =
-            specs.iter().map(|s| (s.name.to_string(), s.default.clone())).collect();
+        let mut values: BTreeMap<String, (ParamKind, Value)> =
+            specs.iter().map(|s| (s.name.to_string(), (s.kind, s.default.clone()))).collect();
         if let Some(o) = overrides {
             for (k, v) in o {
-                values.insert(k.clone(), v.clone());
+                // Profiles are validated against the declarations when they
+                // are loaded; an override of an undeclared name (possible only
+                // from code) is kept out, so reading it is still a misuse.
+                if let Some(slot) = values.get_mut(k) {
+                    slot.1 = v.clone();
+                }
             }
         }
-        Params { values }
+        Params { values, misuse: RefCell::new(Vec::new()) }
     }
 
-    // The getters fall back to a neutral value only for names the check did
-    // not declare, which is a programming error caught by the unit test that
-    // evaluates every check with its defaults.
+    fn lookup(&self, name: &str, kind: ParamKind) -> Option<&Value> {
+        let problem = match self.values.get(name) {
+            Some((k, v)) if *k == kind && kind.accepts(v) => return Some(v),
+            Some((k, _)) if *k == kind => format!("parameter `{name}` does not hold {}", kind.describe()),
+            Some((k, _)) => {
+                format!("parameter `{name}` is declared as {} but read as {}", k.describe(), kind.describe())
+            }
+            None => format!("parameter `{name}` is not declared by the check"),
+        };
+        self.misuse.borrow_mut().push(problem);
+        None
+    }
+
     pub fn int(&self, name: &str) -> i64 {
-        self.values.get(name).and_then(Value::as_i64).unwrap_or_default()
+        self.lookup(name, ParamKind::Int).and_then(Value::as_i64).unwrap_or_default()
     }
     pub fn bool(&self, name: &str) -> bool {
-        self.values.get(name).and_then(Value::as_bool).unwrap_or_default()
+        self.lookup(name, ParamKind::Bool).and_then(Value::as_bool).unwrap_or_default()
     }
     pub fn str(&self, name: &str) -> &str {
-        self.values.get(name).and_then(Value::as_str).unwrap_or_default()
+        self.lookup(name, ParamKind::Str).and_then(Value::as_str).unwrap_or_default()
     }
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.values
-            .get(name)
+        self.lookup(name, ParamKind::StrList)
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     }
-    pub fn as_map(&self) -> &BTreeMap<String, Value> {
-        &self.values
+
+    /// The effective values, by name (for `explain` and evidence).
+    pub fn as_map(&self) -> BTreeMap<String, Value> {
+        self.values.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect()
+    }
+
+    /// What the evaluation read that it did not declare (or read with
+    /// another type), if anything: a bug in the check, which makes its
+    /// verdict unknown.
+    pub fn misuse(&self) -> Option<String> {
+        let m = self.misuse.borrow();
+        (!m.is_empty()).then(|| m.join("; "))
     }
 }
 

@@ -42,11 +42,31 @@ pub fn select<'c>(registry: &'c [Check], opts: &RunOptions<'_>) -> Vec<&'c Check
         .collect()
 }
 
-/// Evaluate one check, turning a panic into an error finding.
-fn evaluate(check: &Check, facts: &Facts<'_>, params: &Params) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| (check.evaluate)(facts, params))) {
+/// Evaluate one check, turning a panic into an error finding, and a read of
+/// a parameter the check did not declare into one too: the value it read
+/// was a stand-in, so the verdict built on it is unknown.
+pub fn evaluate(check: &Check, facts: &Facts<'_>, params: &Params) -> Outcome {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| (check.evaluate)(facts, params))) {
         Ok(o) => o,
-        Err(_) => Outcome::error(format!("internal error while evaluating {} (a bug: please report it)", check.id)),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!(check = %check.id, "check panicked: {what}");
+            return Outcome::error(format!(
+                "internal error while evaluating {}: {what} (a bug: please report it)",
+                check.id
+            ));
+        }
+    };
+    match params.misuse() {
+        Some(m) => Outcome::error(format!(
+            "internal error in {}: {m} (a bug: please report it); the verdict is unknown",
+            check.id
+        )),
+        None => outcome,
     }
 }
 

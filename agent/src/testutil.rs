@@ -56,7 +56,7 @@ pub fn eval_with(id: &str, host: &Host, overrides: &[(&str, serde_json::Value)])
         overrides.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let params = Params::new(&c.params, Some(&o));
     let facts = Facts::new(host);
-    (c.evaluate)(&facts, &params)
+    crate::engine::evaluate(c, &facts, &params)
 }
 
 /// A host that treats `root` as the live system and replays the commands

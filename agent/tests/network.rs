@@ -5,8 +5,9 @@
 //! inside it (`ip netns exec`), and compares the evaluator's answers with
 //! what actually happens when the client connects.
 //!
-//! Needs root and iproute2/nftables/iptables; skipped (with a message) when
-//! namespaces cannot be created.
+//! Needs root and iproute2/nftables/iptables. When namespaces cannot be
+//! created the tests fail under `CI=true` and are skipped, saying so,
+//! elsewhere.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -91,7 +92,10 @@ impl Drop for Lab {
 
 fn lab() -> Option<Lab> {
     let Some(server) = Netns::new("s") else {
-        eprintln!("skipping: cannot create network namespaces (not root?)");
+        common::cannot_run(
+            "network namespace test",
+            "cannot create a network namespace with `ip netns add` (not root, or iproute2 missing)",
+        );
         return None;
     };
     let client = Netns::new("c").unwrap();

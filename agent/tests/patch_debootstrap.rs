@@ -8,9 +8,12 @@
 //! The root is built once by `tests/debootstrap-root.sh` and cached under
 //! `<target>/debootstrap-cache`. Needs root and network access to
 //! deb.debian.org; it is skipped (loudly) only when debootstrap is missing
-//! and we are not root, i.e. on a developer machine, never in CI.
+//! and we are not root, i.e. on a developer machine; under `CI=true` that
+//! fails instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,9 +35,9 @@ fn have_debootstrap() -> bool {
 fn debian_root() -> Option<PathBuf> {
     let is_root = nix::unistd::geteuid().is_root();
     if !have_debootstrap() && !is_root {
-        eprintln!(
-            "\n\n*** SKIPPING patch_debootstrap: debootstrap is not installed and we are not root. \
-             Run as root (CI does: .ci/run installs debootstrap) to compare with apt-get. ***\n"
+        common::cannot_run(
+            "patch_debootstrap",
+            "debootstrap is not installed and we are not root; run as root (.ci/run installs debootstrap) to compare with apt-get",
         );
         return None;
     }
@@ -93,4 +96,37 @@ fn pending_updates_match_apt_get_dist_upgrade() {
     assert!(expected.iter().any(|(_, _, sec)| *sec), "no security upgrade in apt's plan: {expected:?}");
     assert_eq!(ours, expected, "ours (left) vs apt-get -s dist-upgrade (right)");
     assert!(status.held.is_empty(), "nothing is held in the root: {:?}", status.held);
+}
+
+/// Issue 14: the same real root, audited by the real binary with an empty
+/// state directory, fails `patch.security_updates_pending`: every pending
+/// security update is of unknown age (the agent never observed this node
+/// without them), and the reason counts exactly apt's security upgrades.
+#[test]
+fn security_updates_of_unknown_age_fail_on_a_real_root() {
+    let Some(root) = debian_root() else { return };
+    let apt_security = apt_upgrades(&root).iter().filter(|(_, _, sec)| *sec).count();
+    assert!(apt_security > 0, "no security upgrade in apt's plan: the check would prove nothing");
+    let state = tempfile::tempdir().unwrap();
+    let out = common::run(&[
+        "check",
+        "--root",
+        root.to_str().unwrap(),
+        "--only",
+        "patch.security_updates_pending",
+        "--output",
+        "json",
+        "--fail-on",
+        "none",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &report["results"][0];
+    assert_eq!(f["status"], "fail", "{f}");
+    let reason = f["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("{apt_security} security update(s) of unknown age")),
+        "apt plans {apt_security} security upgrades: {reason}"
+    );
 }

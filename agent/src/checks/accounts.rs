@@ -164,11 +164,22 @@ fn legacy_plus_entries(facts: &Facts<'_>) -> Result<Outcome, Outcome> {
     let accounts = facts.get::<AccountsFacts>();
     // Legacy lines are recognised by their first character, so malformed
     // lines elsewhere in the file do not hide them: no `clean()` here.
+    // Only '+' lines import accounts (as the SSG rules audit); a '-' line
+    // only excludes them, so it is reported without failing.
+    let plus = |l: &&crate::facts::accounts::LegacyEntry| l.text.starts_with('+');
     let pw = passwd(&accounts)?;
-    let mut evidence: Vec<Evidence> = pw.legacy.iter().map(|l| Evidence::new(&l.source, &l.text)).collect();
-    let mut count = pw.legacy.len();
+    let mut evidence: Vec<Evidence> =
+        pw.legacy.iter().filter(plus).map(|l| Evidence::new(&l.source, &l.text)).collect();
+    let mut minus: Vec<Evidence> = Vec::new();
+    let mut count = pw.legacy.iter().filter(plus).count();
     let mut observed = serde_json::Map::new();
-    observed.insert(PASSWD.into(), json!(pw.legacy.len()));
+    observed.insert(PASSWD.into(), json!(count));
+    minus.extend(
+        pw.legacy
+            .iter()
+            .filter(|l| !plus(l))
+            .map(|l| Evidence::new(&l.source, format!("{} ('-' exclusion, not counted)", l.text))),
+    );
     for (path, legacy) in [
         (
             SHADOW,
@@ -189,21 +200,31 @@ fn legacy_plus_entries(facts: &Facts<'_>) -> Result<Outcome, Outcome> {
     ] {
         match legacy {
             Some(l) => {
-                count += l.len();
-                observed.insert(path.into(), json!(l.len()));
+                let n = l.iter().filter(plus).count();
+                count += n;
+                observed.insert(path.into(), json!(n));
                 // Shadow lines are listed by position only: they may hold hashes.
-                evidence.extend(l.iter().map(|e| {
-                    let detail = if path == SHADOW { "legacy NIS entry".to_string() } else { e.text.clone() };
+                evidence.extend(l.iter().filter(plus).map(|e| {
+                    let detail = if path == SHADOW { "legacy NIS '+' entry".to_string() } else { e.text.clone() };
+                    Evidence::new(&e.source, detail)
+                }));
+                minus.extend(l.iter().filter(|e| !plus(e)).map(|e| {
+                    let detail = if path == SHADOW {
+                        "legacy NIS '-' exclusion, not counted".to_string()
+                    } else {
+                        format!("{} ('-' exclusion, not counted)", e.text)
+                    };
                     Evidence::new(&e.source, detail)
                 }));
             }
             None => evidence.push(Evidence::new(path, "absent")),
         }
     }
+    evidence.extend(minus);
     evidence.truncate(MAX_EVIDENCE);
     Ok(Outcome::verdict(count == 0)
         .observed(serde_json::Value::Object(observed))
-        .expected(json!("no lines starting with '+' or '-'"))
+        .expected(json!("no lines starting with '+'"))
         .with_evidence(evidence))
 }
 
@@ -219,7 +240,7 @@ fn login_def(facts: &Facts<'_>, key: &str) -> Result<(Option<Setting>, Vec<Evide
         LoginDefsState::Parsed(d) => match d.get(key) {
             Some(s) => {
                 let mut ev = vec![Evidence::new(&s.source, format!("{key} {}", s.value))];
-                ev.extend(s.overridden.iter().map(|o| Evidence::new(o, format!("earlier {key}, overridden"))));
+                ev.extend(s.overridden.iter().map(|(o, v)| Evidence::new(o, format!("earlier {key} {v}, overridden"))));
                 Ok((Some(s.clone()), ev))
             }
             None => Ok((None, vec![Evidence::new(LOGIN_DEFS, format!("{key} is not set"))])),
@@ -244,14 +265,57 @@ fn password_max_days(facts: &Facts<'_>, params: &Params) -> Result<Outcome, Outc
         evidence.push(Evidence::new(LOGIN_DEFS, "effective PASS_MAX_DAYS -1: passwords never expire"));
     }
     // 0 would force a change at every login and is not a policy anyone means.
-    let ok = (1..=max).contains(&effective);
-    let note =
-        "applies to accounts created from now on; existing accounts keep the maximum age in /etc/shadow (chage -M)";
+    let defs_ok = (1..=max).contains(&effective);
+    // CIS 5.4.1.1 also audits the accounts that exist: every account with a
+    // password hash must have a maximum age between 1 and the limit, since
+    // login.defs only applies to accounts created later.
+    let accounts = facts.get::<AccountsFacts>();
+    let mut bad_accounts = Vec::new();
+    match &accounts.shadow {
+        DbState::Parsed(db) => {
+            for e in db.entries.iter().filter(|e| e.password.starts_with('$')) {
+                let age = e.max_days.as_deref().and_then(parse_c_long);
+                if !age.is_some_and(|a| (1..=max).contains(&a)) {
+                    bad_accounts.push(e.name.clone());
+                    if bad_accounts.len() <= MAX_EVIDENCE {
+                        evidence.push(Evidence::new(
+                            &e.source,
+                            format!(
+                                "{}: maximum password age {}",
+                                e.name,
+                                e.max_days.as_deref().unwrap_or("unset (never expires)")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        DbState::Absent => evidence.push(Evidence::new(SHADOW, "absent: no existing account has a password hash")),
+        DbState::Unreadable(e) => {
+            return Err(Outcome::error(format!("existing accounts cannot be checked: {e}")).with_evidence(evidence));
+        }
+    }
+    let ok = defs_ok && bad_accounts.is_empty();
+    let mut notes = Vec::new();
+    if !defs_ok {
+        notes.push(format!("PASS_MAX_DAYS is {effective}, not between 1 and {max}"));
+    }
+    if !bad_accounts.is_empty() {
+        notes.push(format!(
+            "{} account(s) with a password keep a maximum age outside 1..{max} in /etc/shadow: {} (chage --maxdays {max} NAME)",
+            bad_accounts.len(),
+            bad_accounts.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
     Ok(Outcome::verdict(ok)
-        .observed(json!({ "PASS_MAX_DAYS": effective }))
-        .expected(json!({ "PASS_MAX_DAYS": format!("between 1 and {max}") }))
+        .observed(json!({ "PASS_MAX_DAYS": effective, "accounts_outside_limit": bad_accounts }))
+        .expected(json!({ "PASS_MAX_DAYS": format!("between 1 and {max}"), "accounts_outside_limit": [] }))
         .with_evidence(evidence)
-        .note(note))
+        .note(if notes.is_empty() {
+            "PASS_MAX_DAYS and every account with a password are within the limit".to_string()
+        } else {
+            notes.join("; ")
+        }))
 }
 
 /// Methods strong enough for password hashes (crypt(5)).
@@ -304,11 +368,27 @@ fn default_umask(facts: &Facts<'_>, params: &Params) -> Result<Outcome, Outcome>
         None => DEFAULT_UMASK,
     };
     // "As strict or stricter": every bit masked by the wanted umask is masked.
-    let ok = effective & wanted == wanted;
-    Ok(Outcome::verdict(ok)
+    // Every UMASK line must be, as the SSG rule audits it (an overridden
+    // line is one edit away from applying).
+    let mut weak = Vec::new();
+    if let Some(s) = &setting {
+        for (source, value) in &s.overridden {
+            let v = parse_c_long(value).and_then(|v| u32::try_from(v & 0o777).ok());
+            if v.is_none_or(|v| v & wanted != wanted) {
+                weak.push(format!("{source} (UMASK {value})"));
+            }
+        }
+    }
+    let ok = effective & wanted == wanted && weak.is_empty();
+    let o = Outcome::verdict(ok)
         .observed(json!({ "UMASK": format!("{effective:03o}") }))
-        .expected(json!({ "UMASK": format!("{wanted:03o} or stricter") }))
-        .with_evidence(evidence))
+        .expected(json!({ "UMASK": format!("{wanted:03o} or stricter, on every UMASK line") }))
+        .with_evidence(evidence);
+    Ok(if effective & wanted == wanted && !weak.is_empty() {
+        o.note(format!("the effective UMASK is strict enough, but earlier lines are not: {}", weak.join(", ")))
+    } else {
+        o
+    })
 }
 
 /// All account checks.
@@ -352,12 +432,12 @@ pub fn checks() -> Vec<Check> {
         .refs([cis_debian("7.2.8"), ssg("group_unique_name")]),
         Check::new(
             "accounts.legacy_plus_entries",
-            "No legacy NIS '+'/'-' entries in the account databases",
+            "No legacy NIS '+' entries in the account databases",
             Severity::Medium,
             |f, _| unwrap_outcome(legacy_plus_entries(f)),
         )
         .rationale("NIS compat entries import accounts from a network directory; with the 'compat' NSS source they can add password-less or uid-0 accounts, and with 'files' they are garbage that a later change may activate.")
-        .remediation("Remove lines starting with '+' or '-' from /etc/passwd, /etc/shadow and /etc/group; use sssd or another directory client if network accounts are needed.")
+        .remediation("Remove lines starting with '+' (and the '-' exclusions that go with them) from /etc/passwd, /etc/shadow and /etc/group; use sssd or another directory client if network accounts are needed.")
         .refs([
             ssg("no_legacy_plus_entries_etc_passwd"),
             ssg("no_legacy_plus_entries_etc_shadow"),
@@ -365,12 +445,12 @@ pub fn checks() -> Vec<Check> {
         ]),
         Check::new(
             "accounts.password_max_days",
-            "Passwords expire (PASS_MAX_DAYS in /etc/login.defs)",
+            "Passwords expire (PASS_MAX_DAYS in /etc/login.defs and every account with a password)",
             Severity::Medium,
             |f, p| unwrap_outcome(password_max_days(f, p)),
         )
         .param(ParamSpec::int("max_days", 365, "Largest acceptable PASS_MAX_DAYS, in days"))
-        .rationale("A password that never expires stays valid forever once leaked.")
+        .rationale("A password that never expires stays valid forever once leaked. As CIS Debian 12 5.4.1.1 audits it, both the default for new accounts (PASS_MAX_DAYS) and the maximum age of every existing account that has a password hash (/etc/shadow) must be between 1 and the limit.")
         .remediation("Set PASS_MAX_DAYS 365 (or less) in /etc/login.defs, and apply it to existing accounts with chage --maxdays 365 NAME.")
         .refs([cis_debian("5.4.1.1"), ssg("accounts_maximum_age_login_defs")]),
         Check::new(
@@ -389,9 +469,9 @@ pub fn checks() -> Vec<Check> {
             |f, p| unwrap_outcome(default_umask(f, p)),
         )
         .param(ParamSpec::str("umask", "027", "The umask that UMASK must be at least as strict as (octal)"))
-        .rationale("UMASK sets the permissions of new home directories and, through pam_umask, of files users create: 022 makes them readable by every user.")
-        .remediation("Set UMASK 027 (or stricter, e.g. 077) in /etc/login.defs.")
-        .refs([cis_debian("5.4.3.3"), ssg("accounts_umask_etc_login_defs")]),
+        .rationale("UMASK sets the permissions of new home directories and, through pam_umask, of files users create: 022 makes them readable by every user. This check decides the question of SSG accounts_umask_etc_login_defs (every UMASK line in /etc/login.defs); CIS Debian 12 5.4.3.3 asks a wider one (shell profiles, bashrc, pam_umask) that this check does not cover, so it does not cite it.")
+        .remediation("Set UMASK 027 (or stricter, e.g. 077) in /etc/login.defs, and remove weaker UMASK lines.")
+        .refs([ssg("accounts_umask_etc_login_defs")]),
     ]
 }
 
@@ -503,9 +583,15 @@ mod tests {
         assert_eq!(o.status, Status::Fail);
         let sources: Vec<&str> = o.evidence.iter().map(|e| e.source.as_str()).collect();
         assert_eq!(sources, ["/etc/shadow:2", "/etc/group:2"]);
-        let d = base(&[("/etc/passwd", "root:x:0:0::/:/bin/sh\n-baduser\nbroken\n")]);
+        let d = base(&[("/etc/passwd", "root:x:0:0::/:/bin/sh\n+baduser\nbroken\n")]);
         let o = eval("accounts.legacy_plus_entries", &offline(d.path()));
         assert_eq!(o.status, Status::Fail, "malformed lines do not hide legacy entries");
+        // A '-' exclusion alone is reported, not failed (the SSG rules look
+        // for '+' lines).
+        let d = base(&[("/etc/passwd", "root:x:0:0::/:/bin/sh\n-baduser\n")]);
+        let o = eval("accounts.legacy_plus_entries", &offline(d.path()));
+        assert_eq!(o.status, Status::Pass);
+        assert!(o.evidence.iter().any(|e| e.detail.contains("'-' exclusion, not counted")));
         let d = root_with(&[("/etc/passwd", PASSWD_OK)]);
         let o = eval("accounts.legacy_plus_entries", &offline(d.path()));
         assert_eq!(o.status, Status::Pass);
@@ -535,6 +621,25 @@ mod tests {
         assert!(o.evidence[0].detail.contains("absent"));
         crate::testutil::write(d.path(), "/etc/login.defs", &[0xff, 0xfe]);
         assert_eq!(status("accounts.password_max_days", &d), Status::Error);
+        // Existing accounts with a password hash must expire too (CIS 5.4.1.1).
+        let d = root_with(&[
+            ("/etc/login.defs", "PASS_MAX_DAYS 365\n"),
+            (
+                "/etc/shadow",
+                "root:*:19000:0:99999:7:::\nalice:$y$j9T$abc:19000:0:99999:7:::\nbob:$6$x$y:19000:0:90:7:::\n",
+            ),
+        ]);
+        let o = eval("accounts.password_max_days", &offline(d.path()));
+        assert_eq!(o.status, Status::Fail, "{o:?}");
+        assert!(o.reason.as_deref().unwrap().contains("alice"), "{o:?}");
+        assert!(!o.reason.as_deref().unwrap().contains("bob"), "{o:?}");
+        assert!(!o.reason.as_deref().unwrap().contains("root"), "a locked account has no password: {o:?}");
+        crate::testutil::write(
+            d.path(),
+            "/etc/shadow",
+            b"root:*:19000:0:99999:7:::\nalice:$y$j9T$abc:19000:0:365:7:::\n",
+        );
+        assert_eq!(status("accounts.password_max_days", &d), Status::Pass);
     }
 
     #[test]
@@ -552,6 +657,14 @@ mod tests {
         }
         let d = root_with(&[]);
         assert_eq!(status("accounts.password_hashing", &d), Status::Fail);
+    }
+
+    #[test]
+    fn every_umask_line_must_be_strict() {
+        let d = root_with(&[("/etc/login.defs", "UMASK 022\nUMASK 027\n")]);
+        let o = eval("accounts.default_umask", &offline(d.path()));
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.reason.unwrap().contains("/etc/login.defs:1 (UMASK 022)"));
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct FileVerdict {
     ok: bool,
     observed: serde_json::Value,
     evidence: Evidence,
+    /// What is wrong, when something is.
+    problems: Vec<String>,
 }
 
 fn judge(accounts: &AccountsFacts, rule: &FileRule, meta: &FileMeta) -> Result<FileVerdict, Outcome> {
@@ -93,8 +95,19 @@ fn judge(accounts: &AccountsFacts, rule: &FileRule, meta: &FileMeta) -> Result<F
         rule.max_mode,
         rule.expected_group()
     );
+    let mut problems = Vec::new();
+    if !mode_ok {
+        problems.push(format!("mode {:04o} is not {:04o} or stricter", meta.mode, rule.max_mode));
+    }
+    if !owner_ok {
+        problems.push(format!("owned by uid {}, not root", meta.uid));
+    }
+    if !group_ok {
+        problems.push(format!("group {group_name} is not root:{}", rule.expected_group()));
+    }
     Ok(FileVerdict {
         ok: mode_ok && owner_ok && group_ok,
+        problems,
         observed: json!({
             "mode": format!("{:04o}", meta.mode),
             "uid": meta.uid,
@@ -125,7 +138,10 @@ fn file_outcome(facts: &Facts<'_>, rule: &FileRule, absent: IfAbsent) -> Outcome
     };
     let accounts = facts.get::<AccountsFacts>();
     match judge(&accounts, rule, &meta) {
-        Ok(v) => Outcome::verdict(v.ok).observed(v.observed).expected(rule.expected()).with_evidence([v.evidence]),
+        Ok(v) => {
+            let o = Outcome::verdict(v.ok).observed(v.observed).expected(rule.expected()).with_evidence([v.evidence]);
+            if v.problems.is_empty() { o } else { o.note(format!("{}: {}", rule.path, v.problems.join("; "))) }
+        }
         Err(o) => o,
     }
 }

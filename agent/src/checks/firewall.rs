@@ -404,7 +404,7 @@ mod tests {
             facts.provide(SnapshotDir(dir.map(std::path::PathBuf::from)));
             let o: std::collections::BTreeMap<String, serde_json::Value> =
                 param.map(|p| ("snapshot_file".to_string(), json!(p))).into_iter().collect();
-            (c.evaluate)(&facts, &Params::new(&c.params, Some(&o)))
+            crate::engine::evaluate(c, &facts, &Params::new(&c.params, Some(&o)))
         };
         let first = run(Some("/state"), None);
         assert_eq!(first.status, Status::NotApplicable);

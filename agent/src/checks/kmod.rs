@@ -1,10 +1,13 @@
 //! Kernel module checks (family `kmod`): rarely needed file systems and
 //! network protocols must not be loadable.
 //!
-//! A module is disabled when modprobe.d makes loading it run a no-op
-//! (`install <m> /bin/false`, or `/bin/true`, `/usr/bin/false`,
-//! `/usr/bin/true`, or the shell builtins `false`/`true`, since modprobe
-//! runs install commands through `/bin/sh -c`) — this also stops auto-loading through aliases, because
+//! A module is disabled when modprobe.d makes loading it run a no-op,
+//! written exactly as the benchmarks audit it: `install <m> /bin/false` or
+//! `/bin/true` (SSG's OVAL matches `install\s+<m>\s+(/bin/false|/bin/true)$`
+//! and CIS's audit the same commands). `/usr/bin/false` or the shell builtin
+//! `false` also make modprobe do nothing, but the benchmarks do not accept
+//! them, so neither do we: the finding names the form to use. This also
+//! stops auto-loading through aliases, because
 //! modprobe resolves the alias first and then runs the install command —
 //! AND, by default, it is `blacklist`ed, as CIS 1.1.1.x and 3.2.x require
 //! both (the blacklist keeps the module out of alias-driven auto-loading
@@ -20,8 +23,12 @@ use crate::facts::Facts;
 use crate::facts::kernel_modules::{KernelModuleFacts, Runtime, normalize_module};
 use crate::model::{Outcome, Reference, Severity, cis_debian, ssg};
 
-/// Install commands that make `modprobe <m>` do nothing.
-const NOOP_COMMANDS: [&str; 6] = ["/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true", "false", "true"];
+/// Install commands that make `modprobe <m>` do nothing, as the benchmarks
+/// accept them.
+const NOOP_COMMANDS: [&str; 2] = ["/bin/false", "/bin/true"];
+
+/// No-ops that the benchmarks' audits do not recognise.
+const OTHER_NOOPS: [&str; 4] = ["/usr/bin/false", "/usr/bin/true", "false", "true"];
 
 fn is_noop(command: &str) -> bool {
     NOOP_COMMANDS.contains(&command.trim())
@@ -98,7 +105,14 @@ fn evaluate(facts: &Facts<'_>, module: &str, params: &Params) -> Outcome {
     }
     let mut missing = Vec::new();
     if !install_ok {
-        missing.push(format!("install {module} /bin/false"));
+        missing.push(match install {
+            Some(d) if OTHER_NOOPS.contains(&d.command.trim()) => format!(
+                "install {module} /bin/false (the line at {} runs `{}`, which does nothing too, but CIS and SSG audit for /bin/false or /bin/true)",
+                d.source,
+                d.command.trim()
+            ),
+            _ => format!("install {module} /bin/false"),
+        });
     }
     if !blacklist_ok {
         missing.push(format!("blacklist {module}"));
@@ -277,6 +291,21 @@ mod tests {
             Status::Pass
         );
         assert_eq!(eval("kmod.udf_disabled", &h).status, Status::Fail);
+    }
+
+    #[test]
+    fn only_the_no_op_commands_the_benchmarks_audit_count() {
+        let d = root_with(&[(
+            "/etc/modprobe.d/x.conf",
+            "install cramfs false\nblacklist cramfs\ninstall hfs /usr/bin/true\nblacklist hfs\ninstall udf /bin/true\nblacklist udf\n",
+        )]);
+        let h = offline(d.path());
+        for id in ["kmod.cramfs_disabled", "kmod.hfs_disabled"] {
+            let o = eval(id, &h);
+            assert_eq!(o.status, Status::Fail, "{id}: {o:?}");
+            assert!(o.reason.unwrap().contains("CIS and SSG audit for /bin/false or /bin/true"), "{id}");
+        }
+        assert_eq!(eval("kmod.udf_disabled", &h).status, Status::Pass);
     }
 
     #[test]

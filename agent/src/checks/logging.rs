@@ -3,17 +3,18 @@
 
 use serde_json::json;
 
-use crate::check::Check;
+use crate::check::{Check, ParamSpec, Params};
 use crate::facts::Facts;
 use crate::facts::logging::{CoredumpFacts, JournaldFacts, LIMITS_CONF, LimitsFacts};
 use crate::facts::packages::PackageFacts;
 use crate::facts::systemd_units::SystemdUnits;
 use crate::model::{Evidence, Outcome, Severity, cis_debian, ssg};
 
-/// Logs are persistent when journald stores them on disk
-/// (`Storage=persistent`, or the default `auto` with `/var/log/journal`
-/// present), or when rsyslog is installed and enabled. Either passes; the
-/// note says which.
+/// Logs are persistent when journald is configured with an explicit
+/// `Storage=persistent` (CIS Debian 12 6.1.2.4 audits that line: the default
+/// `auto` stores on disk only while `/var/log/journal` exists, which nothing
+/// guarantees), or when rsyslog is installed and enabled (6.1.3.2). Either
+/// passes; the note says which.
 fn persistent_journal(facts: &Facts<'_>) -> Outcome {
     let j = facts.get::<JournaldFacts>();
     let mut ev = Vec::new();
@@ -37,19 +38,19 @@ fn persistent_journal(facts: &Facts<'_>) -> Outcome {
             ev.push(Evidence::new(
                 "/var/log/journal",
                 if j.var_log_journal {
-                    "exists: auto stores on disk"
+                    "exists: auto stores on disk for now, but CIS 6.1.2.4 requires an explicit Storage=persistent"
                 } else {
                     "absent: auto keeps logs in memory only"
                 },
             ));
-            j.var_log_journal
+            false
         }
         _ => false,
     };
     let journald_uncertain = j.conf.unreadable_summary();
     let rsyslog = rsyslog_active(facts);
     let mut observed = json!({ "journald_storage": storage, "journald_persistent": journald_persistent });
-    let expected = json!("journald Storage=persistent (or auto with /var/log/journal), or rsyslog enabled");
+    let expected = json!("journald Storage=persistent (set explicitly), or rsyslog enabled");
     match &rsyslog {
         Ok((active, e)) => {
             ev.extend(e.iter().cloned());
@@ -115,10 +116,13 @@ fn is_zero_size(v: &str) -> bool {
         && matches!(unit, "" | "B" | "K" | "M" | "G" | "T" | "P" | "E")
 }
 
-/// A hard `core` limit of 0 for everyone, and, when systemd-coredump is
-/// installed, `Storage=none` and `ProcessSizeMax=0` (CIS 1.5.3). The setuid
-/// side (`fs.suid_dumpable`) is checked by `sysctl.suid_dumpable`.
-fn coredumps_restricted(facts: &Facts<'_>) -> Outcome {
+/// A hard `core` limit of 0 for everyone (CIS 1.5.3, SSG
+/// disable_users_coredumps), and, when the profile asks for it
+/// (`require_coredump_disabled`) and systemd-coredump is installed,
+/// `Storage=none` and `ProcessSizeMax=0`: CIS lists those as remediation,
+/// not audit, so they are not required by default. The setuid side
+/// (`fs.suid_dumpable`) is checked by `sysctl.suid_dumpable`.
+fn coredumps_restricted(facts: &Facts<'_>, p: &Params) -> Outcome {
     let limits = facts.get::<LimitsFacts>();
     if !limits.unreadable.is_empty() {
         let why = limits.unreadable.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
@@ -141,8 +145,11 @@ fn coredumps_restricted(facts: &Facts<'_>) -> Outcome {
     }
     let cd = facts.get::<CoredumpFacts>();
     let mut observed = json!({ "hard_core_limit": hard.map(|l| l.value.clone()) });
+    let strict = p.bool("require_coredump_disabled");
     if let Some(helper) = &cd.helper {
-        if let Some(why) = cd.conf.unreadable_summary() {
+        if let Some(why) = cd.conf.unreadable_summary()
+            && strict
+        {
             return Outcome::error(format!("coredump.conf unreadable: {why}"));
         }
         ev.push(Evidence::new(helper, "systemd-coredump is installed"));
@@ -151,14 +158,16 @@ fn coredumps_restricted(facts: &Facts<'_>) -> Outcome {
                 Some(e) => {
                     ev.push(Evidence::new(&e.source, format!("{key}={}", e.value)));
                     let ok = if key == "Storage" { e.value == ok_if } else { is_zero_size(&e.value) };
-                    if !ok {
+                    if !ok && strict {
                         problems.push(format!("coredump.conf {key}={} (want {ok_if})", e.value));
                     }
                     observed[key] = json!(e.value);
                 }
                 None => {
                     ev.push(Evidence::new("/etc/systemd/coredump.conf", format!("{key} not set: default {default}")));
-                    problems.push(format!("coredump.conf {key} not set (want {ok_if})"));
+                    if strict {
+                        problems.push(format!("coredump.conf {key} not set (want {ok_if})"));
+                    }
                     observed[key] = json!(null);
                 }
             }
@@ -166,7 +175,11 @@ fn coredumps_restricted(facts: &Facts<'_>) -> Outcome {
     } else {
         ev.push(Evidence::new("/usr/lib/systemd/systemd-coredump", "absent: systemd-coredump is not installed"));
     }
-    let expected = json!({ "hard_core_limit": "0", "coredump.conf": "Storage=none, ProcessSizeMax=0 (if systemd-coredump is installed)" });
+    let expected = if strict {
+        json!({ "hard_core_limit": "0", "coredump.conf": "Storage=none, ProcessSizeMax=0 (if systemd-coredump is installed)" })
+    } else {
+        json!({ "hard_core_limit": "0" })
+    };
     let mut o = Outcome::verdict(problems.is_empty()).observed(observed).expected(expected).with_evidence(ev);
     if !problems.is_empty() {
         o = o.note(problems.join("; "));
@@ -190,9 +203,14 @@ pub fn checks() -> Vec<Check> {
             "logging.coredumps_restricted",
             "Core dumps are restricted",
             Severity::Medium,
-            |facts, _| coredumps_restricted(facts),
+            coredumps_restricted,
         )
-        .rationale("A core dump contains the process's memory: keys, tokens and passwords. `* hard core 0` stops users' processes from writing them, and systemd-coredump must neither store nor process them. The setuid case is covered by sysctl.suid_dumpable.")
+        .param(ParamSpec::bool(
+            "require_coredump_disabled",
+            false,
+            "Also require Storage=none and ProcessSizeMax=0 in coredump.conf when systemd-coredump is installed (stricter than CIS 1.5.3's audit)",
+        ))
+        .rationale("A core dump contains the process's memory: keys, tokens and passwords. `* hard core 0` stops users' processes from writing them, as CIS Debian 12 1.5.3 and SSG disable_users_coredumps audit; with require_coredump_disabled, systemd-coredump must also neither store nor process them. The setuid case is covered by sysctl.suid_dumpable.")
         .remediation("Add `* hard core 0` to /etc/security/limits.d/60-coredump.conf; if systemd-coredump is installed, add a drop-in /etc/systemd/coredump.conf.d/60-disable.conf with `[Coredump]`, `Storage=none`, `ProcessSizeMax=0`.")
         .refs([cis_debian("1.5.3"), ssg("disable_users_coredumps")]),
     ]
@@ -214,8 +232,12 @@ mod tests {
         let o = eval("logging.persistent_journal", &h);
         assert_eq!(o.status, Status::Fail, "auto without /var/log/journal");
         assert!(o.reason.unwrap().contains("Storage=auto"));
+        // auto with /var/log/journal stores on disk, but CIS 6.1.2.4 wants
+        // Storage=persistent written down.
         std::fs::create_dir_all(d.path().join("var/log/journal")).unwrap();
-        assert_eq!(eval("logging.persistent_journal", &h).status, Status::Pass);
+        let o = eval("logging.persistent_journal", &h);
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.evidence.iter().any(|e| e.detail.contains("requires an explicit Storage=persistent")));
         write(d.path(), "/etc/systemd/journald.conf", b"[Journal]\nStorage=volatile\n");
         assert_eq!(eval("logging.persistent_journal", &h).status, Status::Fail);
         write(d.path(), "/usr/lib/systemd/journald.conf.d/10-x.conf", b"[Journal]\nStorage=persistent\n");
@@ -256,13 +278,16 @@ mod tests {
         assert_eq!(o.status, Status::Fail);
         write(d.path(), "/etc/security/limits.d/60-core.conf", b"* hard core 0\n");
         assert_eq!(eval("logging.coredumps_restricted", &h).status, Status::Pass);
-        // systemd-coredump present: its config matters.
+        // systemd-coredump present: its config matters only when the profile
+        // asks for it (CIS 1.5.3 audits the limit alone).
         write(d.path(), "/usr/lib/systemd/systemd-coredump", b"");
-        let o = eval("logging.coredumps_restricted", &h);
+        assert_eq!(eval("logging.coredumps_restricted", &h).status, Status::Pass);
+        let strict = [("require_coredump_disabled", serde_json::Value::Bool(true))];
+        let o = crate::testutil::eval_with("logging.coredumps_restricted", &h, &strict);
         assert_eq!(o.status, Status::Fail);
         assert!(o.reason.unwrap().contains("Storage not set"));
         write(d.path(), "/etc/systemd/coredump.conf.d/60.conf", b"[Coredump]\nStorage=none\nProcessSizeMax=0\n");
-        assert_eq!(eval("logging.coredumps_restricted", &h).status, Status::Pass);
+        assert_eq!(crate::testutil::eval_with("logging.coredumps_restricted", &h, &strict).status, Status::Pass);
         write(d.path(), "/etc/security/limits.d/90-dev.conf", b"* - core unlimited\n");
         let o = eval("logging.coredumps_restricted", &h);
         assert_eq!(o.status, Status::Fail);

@@ -1,7 +1,10 @@
 //! Mount checks (family `mounts`): world-writable scratch directories are
 //! separate mounts with `nodev`, `nosuid` and `noexec`.
 //!
-//! Live hosts are judged on PID 1's `/proc/1/mountinfo`; offline roots on
+//! Live hosts are judged on PID 1's `/proc/1/mountinfo` and on what mounts
+//! the path at boot (`/etc/fstab` or an enabled mount unit: CIS 1.1.2.1.1
+//! wants /tmp mounted at boot too, and a boot entry lacking an option fails
+//! the SSG rules even while the running mount has it); offline roots on
 //! `/etc/fstab` and enabled systemd mount units (see
 //! [`crate::facts::mounts`]). `/dev/shm` is special: systemd always mounts
 //! it (tmpfs, `nosuid,nodev`) before reading fstab, so an offline root
@@ -65,7 +68,43 @@ fn evaluate(facts: &Facts<'_>, path: &str, params: &Params) -> Outcome {
             .expected(expected)
             .with_evidence(evidence);
     };
-    let (missing, present) = judge(&entry, &required);
+    let (mut missing, present) = judge(&entry, &required);
+    // Live, what is mounted now is only half of it: CIS 1.1.2.1.1 also wants
+    // /tmp mounted at boot (an fstab entry or an enabled tmp.mount), and the
+    // SSG rules fail an fstab entry that lacks an option even when the
+    // running mount has it (it would come back without it at the next boot).
+    if live && path != "/dev/shm" {
+        match crate::facts::mounts::boot_mount_at(facts, path) {
+            Err(e) => return Outcome::error(format!("{path} is mounted, but its boot configuration is unknown: {e}")),
+            Ok(boot) => {
+                evidence.extend(boot.consulted);
+                match boot.entry {
+                    None if path == "/tmp" => {
+                        let m = format!(
+                            "{path} is mounted now, but neither {FSTAB} nor an enabled tmp.mount mounts it at boot"
+                        );
+                        note = Some(match note {
+                            Some(n) => format!("{m}; {n}"),
+                            None => m,
+                        });
+                        missing.push("a boot-time mount".into());
+                    }
+                    None => {}
+                    Some(b) => {
+                        let (boot_missing, _) = judge(&b, &required);
+                        if !boot_missing.is_empty() {
+                            let m = format!("its boot configuration ({}) lacks {}", b.origin, boot_missing.join(","));
+                            note = Some(match note {
+                                Some(n) => format!("{m}; {n}"),
+                                None => m,
+                            });
+                            missing.push(format!("{} at boot", boot_missing.join(",")));
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut o = Outcome::verdict(missing.is_empty())
         .observed(json!({
             "separate_mount": true,
@@ -75,8 +114,12 @@ fn evaluate(facts: &Facts<'_>, path: &str, params: &Params) -> Outcome {
         }))
         .expected(expected)
         .with_evidence(evidence);
-    if !missing.is_empty() {
-        let m = format!("{path} is mounted without {}", missing.join(","));
+    let runtime_missing: Vec<&String> = missing.iter().filter(|m| required.contains(m)).collect();
+    if !runtime_missing.is_empty() {
+        let m = format!(
+            "{path} is mounted without {}",
+            runtime_missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        );
         note = Some(match note {
             Some(n) => format!("{m} ({n})"),
             None => m,
@@ -183,7 +226,10 @@ mod tests {
 
     #[test]
     fn live_mountinfo_decides() {
-        let d = root_with(&[("/proc/1/mountinfo", MOUNTINFO)]);
+        let d = root_with(&[
+            ("/proc/1/mountinfo", MOUNTINFO),
+            ("/etc/fstab", "tmpfs /tmp tmpfs rw,nosuid,nodev,noexec,size=1g 0 0\n"),
+        ]);
         let h = live_like(d.path());
         let o = eval("mounts.tmp", &h);
         assert_eq!(o.status, Status::Pass, "{o:?}");
@@ -196,6 +242,32 @@ mod tests {
         assert!(o.reason.unwrap().contains("no separate /var/tmp"));
         let o = eval_with("mounts.dev_shm", &h, &[("required_options", serde_json::json!(["nodev", "nosuid"]))]);
         assert_eq!(o.status, Status::Pass);
+    }
+
+    #[test]
+    fn live_tmp_must_also_be_mounted_at_boot_with_the_options() {
+        // Mounted by hand: CIS 1.1.2.1.1 wants it mounted at boot too.
+        let d = root_with(&[("/proc/1/mountinfo", MOUNTINFO)]);
+        let o = eval("mounts.tmp", &live_like(d.path()));
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.reason.unwrap().contains("neither /etc/fstab nor an enabled tmp.mount mounts it at boot"));
+        // The fstab entry lacks noexec (remounted by hand with it): fails.
+        crate::testutil::write(d.path(), "/etc/fstab", b"tmpfs /tmp tmpfs rw,nosuid,nodev 0 0\n");
+        let o = eval("mounts.tmp", &live_like(d.path()));
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.reason.unwrap().contains("/etc/fstab:1) lacks noexec"));
+        // An enabled tmp.mount with the options.
+        crate::testutil::write(d.path(), "/etc/fstab", b"");
+        crate::testutil::write(
+            d.path(),
+            "/etc/systemd/system/tmp.mount",
+            b"[Mount]\nWhat=tmpfs\nWhere=/tmp\nType=tmpfs\nOptions=mode=1777,nosuid,nodev,noexec\n[Install]\nWantedBy=local-fs.target\n",
+        );
+        std::fs::create_dir_all(d.path().join("etc/systemd/system/local-fs.target.wants")).unwrap();
+        symlink("/etc/systemd/system/tmp.mount", d.path().join("etc/systemd/system/local-fs.target.wants/tmp.mount"))
+            .unwrap();
+        let o = eval("mounts.tmp", &live_like(d.path()));
+        assert_eq!(o.status, Status::Pass, "{o:?}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::facts::debversion::DebVersion;
 use crate::facts::packages::{PackageFacts, PackageFormat};
 use crate::facts::rpm::rpmvercmp;
 use crate::facts::updates::{Manager, PendingUpdate, UpdateFacts, UpdateStatus};
-use crate::first_seen::FirstSeen;
+use crate::first_seen::{FirstSeen, UpdateAge};
 use crate::model::{Evidence, Outcome, Severity};
 
 mod autoupdate;
@@ -82,40 +82,71 @@ fn security_updates(facts: &Facts<'_>, p: &Params) -> Outcome {
     let state = facts.get::<FirstSeen>();
     let now = Utc::now();
     let grace = p.int("grace_days");
+    // Overdue first: an update of unknown age may be months old, so only an
+    // update known to be new (absent from an earlier observation) gets the
+    // grace period.
+    let mut unknown = Vec::new();
     let mut overdue = Vec::new();
     let mut within = Vec::new();
     for u in s.security() {
-        let seen = state.first_seen(u, now);
-        let age = (now - seen).num_days();
-        if age > grace { overdue.push((u, seen)) } else { within.push((u, seen)) }
+        match state.age(u, s.manager, now) {
+            UpdateAge::Unknown { first_seen } => unknown.push((
+                u,
+                format!(
+                    "first seen {}, age unknown (already pending at the first observation of this node)",
+                    first_seen.format("%Y-%m-%d")
+                ),
+            )),
+            UpdateAge::Known { since } if (now - since).num_days() > grace => overdue
+                .push((u, format!("pending since {} (absent from an earlier observation)", since.format("%Y-%m-%d")))),
+            UpdateAge::Known { since } => within
+                .push((u, format!("pending since {} (absent from an earlier observation)", since.format("%Y-%m-%d")))),
+        }
     }
-    let mut ev: Vec<Evidence> = overdue
+    let mut ev: Vec<Evidence> = unknown
         .iter()
+        .chain(overdue.iter())
         .chain(within.iter())
         .take(MAX_LISTED)
-        .map(|(u, seen)| {
-            Evidence::new(source_of(s), format!("{} first seen {}", u.describe(), seen.format("%Y-%m-%d")))
-        })
+        .map(|(u, age)| Evidence::new(source_of(s), format!("{}: {age}", u.describe())))
         .collect();
-    if let Some(why) = &state.unavailable {
-        ev.push(Evidence::new("state", format!("{why}: the grace period is judged from now")));
+    let total = unknown.len() + overdue.len() + within.len();
+    if total > MAX_LISTED {
+        ev.push(Evidence::new(source_of(s), format!("... and {} more", total - MAX_LISTED)));
+    }
+    if let Some(why) = &state.unavailable
+        && total > 0
+    {
+        ev.push(Evidence::new(
+            "state",
+            format!("{why}: no earlier observation is on record, so no pending update is known to be recent"),
+        ));
     }
     ev.extend(context_evidence(s, true));
     let observed: Vec<_> = s.security().map(update_json).collect();
-    let total = observed.len();
-    let expected = json!(format!("no security update pending for more than {grace} days"));
-    if !overdue.is_empty() {
-        return Outcome::fail().observed(observed).expected(expected).with_evidence(ev).note(format!(
-            "{} security update(s) pending beyond the {grace}-day grace period ({total} pending in all)",
-            overdue.len()
-        ));
-    }
-    if total > 0 {
-        return Outcome::pass()
+    let expected =
+        json!(format!("no security update of unknown age, and none pending more than {grace} days after it appeared"));
+    if !unknown.is_empty() || !overdue.is_empty() {
+        let mut parts = Vec::new();
+        if !unknown.is_empty() {
+            parts.push(format!(
+                "{} security update(s) of unknown age (already pending when this node was first observed, so possibly long overdue)",
+                unknown.len()
+            ));
+        }
+        if !overdue.is_empty() {
+            parts.push(format!("{} pending beyond the {grace}-day grace period", overdue.len()));
+        }
+        return Outcome::fail()
             .observed(observed)
             .expected(expected)
             .with_evidence(ev)
-            .note(format!("{total} security update(s) pending, all within the {grace}-day grace period"));
+            .note(format!("{} ({total} pending in all)", parts.join("; ")));
+    }
+    if total > 0 {
+        return Outcome::pass().observed(observed).expected(expected).with_evidence(ev).note(format!(
+            "{total} security update(s) pending, each absent from an earlier observation and within the {grace}-day grace period"
+        ));
     }
     if let Some(why) = stale(s, p.int("max_list_age_days")) {
         return Outcome::error(why).with_evidence(ev);
@@ -253,9 +284,9 @@ fn reboot_required(facts: &Facts<'_>, _p: &Params) -> Outcome {
 pub fn checks() -> Vec<Check> {
     vec![
         Check::new("patch.security_updates_pending", "No security update is pending beyond the grace period", Severity::High, security_updates)
-            .rationale("Unpatched, publicly known vulnerabilities are the most common way into a server. On an external Kosmos node, OS patching is the customer's responsibility. The grace period is counted from the first time the agent saw the fix available (recorded in its state directory).")
+            .rationale("Unpatched, publicly known vulnerabilities are the most common way into a server. On an external Kosmos node, OS patching is the customer's responsibility. The grace period applies only to a fix the agent knows to be recent: one absent from an earlier observation of this node (recorded in its state directory). A fix already pending when the agent first observed the node (first run, reinstalled node, lost state, offline audit without state) has an unknown age and counts as overdue.")
             .remediation("Install the pending security updates (`apt-get update && apt-get upgrade`, or `dnf upgrade --security`) and reboot if required; enable automatic security updates.")
-            .param(ParamSpec::int("grace_days", 7, "days a security update may stay pending after it was first seen"))
+            .param(ParamSpec::int("grace_days", 7, "days a security update may stay pending after the agent first saw it appear (only for updates absent from an earlier observation)"))
             .param(ParamSpec::int("max_list_age_days", 7, "package metadata older than this makes \"nothing pending\" an error")),
         Check::new("patch.updates_pending", "No package update is pending", Severity::Low, all_updates)
             .rationale("Non-security updates fix bugs and prepare later security fixes; a node far behind its distribution is harder to patch quickly when it matters.")
@@ -276,7 +307,7 @@ pub fn checks() -> Vec<Check> {
 mod tests {
     use super::*;
     use crate::model::Status;
-    use crate::testutil::{eval, eval_with, live_like, offline, root_with, write};
+    use crate::testutil::{eval, live_like, offline, root_with, write};
 
     const STATUS: &str = "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.22\n\n\
 Package: apt\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.6.1\n\n\
@@ -306,24 +337,59 @@ Package: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2026b
     }
 
     #[test]
-    fn security_updates_fail_with_zero_grace_and_pass_within_grace() {
+    fn security_updates_of_unknown_age_fail_and_known_new_ones_get_the_grace_period() {
+        use crate::first_seen::{FirstSeen, Seen};
         let d = root(
             "Package: apt\nVersion: 2.6.1\nArchitecture: amd64\n",
             "Package: apt\nVersion: 2.6.2\nArchitecture: amd64\n",
         );
         let h = offline(d.path());
-        let o = eval_with("patch.security_updates_pending", &h, &[("grace_days", json!(-1))]);
+        // No state: the update's age is unknown, so it is overdue (issue 14:
+        // "first seen now" is not "appeared now").
+        let o = eval("patch.security_updates_pending", &h);
         assert_eq!(o.status, Status::Fail, "{o:?}");
+        assert!(o.reason.as_deref().unwrap().contains("1 security update(s) of unknown age"), "{o:?}");
         assert!(
             o.evidence.iter().any(|e| e.detail.contains("apt:amd64 2.6.1 -> 2.6.2") && e.detail.contains("[security]"))
         );
-        assert!(o.evidence.iter().any(|e| e.detail.contains("grace period is judged from now")));
-        // First seen now: within the default 7-day grace.
-        let o = eval("patch.security_updates_pending", &h);
-        assert_eq!(o.status, Status::Pass);
-        assert!(o.reason.unwrap().contains("within the 7-day grace"));
+        assert!(o.evidence.iter().any(|e| e.detail.contains("no earlier observation is on record")));
         assert_eq!(eval("patch.updates_pending", &h).status, Status::Fail);
         assert_eq!(eval("patch.package_lists_fresh", &h).status, Status::Pass);
+
+        // With an earlier observation on record, an update seen appearing
+        // since is within its grace period, then overdue once it is over.
+        let with_state = |state: FirstSeen, grace: Option<i64>| {
+            let all = crate::checks::registry();
+            let c = all.iter().find(|c| c.id == "patch.security_updates_pending").unwrap();
+            let facts = Facts::new(&h);
+            facts.provide(state);
+            let o: std::collections::BTreeMap<String, serde_json::Value> =
+                grace.map(|g| ("grace_days".to_string(), json!(g))).into_iter().collect();
+            crate::engine::evaluate(c, &facts, &Params::new(&c.params, Some(&o)))
+        };
+        let now = Utc::now();
+        let earlier = Some((now - chrono::Duration::days(30), now - chrono::Duration::days(1)));
+        let new_state = FirstSeen { observations: earlier, ..FirstSeen::default() };
+        let o = with_state(new_state.clone(), None);
+        assert_eq!(o.status, Status::Pass, "{o:?}");
+        assert!(o.reason.unwrap().contains("within the 7-day grace"));
+        assert_eq!(with_state(new_state, Some(-1)).status, Status::Fail);
+        let seen = |days: i64, age_known: bool| {
+            let rec = [("2.6.2".to_string(), Seen { first_seen: now - chrono::Duration::days(days), age_known })];
+            FirstSeen {
+                observations: earlier,
+                entries: [("apt:amd64".to_string(), rec.into_iter().collect())].into_iter().collect(),
+                ..FirstSeen::default()
+            }
+        };
+        assert_eq!(with_state(seen(3, true), None).status, Status::Pass);
+        let o = with_state(seen(10, true), None);
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.reason.unwrap().contains("1 pending beyond the 7-day grace period"));
+        // Recorded, but already pending at the first observation: overdue.
+        let o = with_state(seen(1, false), None);
+        assert_eq!(o.status, Status::Fail);
+        assert!(o.reason.unwrap().contains("unknown age"));
     }
 
     #[test]

@@ -133,7 +133,9 @@ fn x11_forwarding() -> Check {
     .remediation(
         "Set `X11Forwarding no` in /etc/ssh/sshd_config (Debian ships `yes`: change that line, the first value wins) or `DisableForwarding yes`, then reload sshd.",
     )
-    .refs([ssg("sshd_disable_x11_forwarding")])
+    // SSG's sshd_disable_x11_forwarding asks a different question (an
+    // explicit line in /etc/ssh/sshd_config), and no CIS Debian 12 control
+    // covers X11 forwarding: no reference is cited.
 }
 
 fn tcp_forwarding() -> Check {
@@ -159,7 +161,8 @@ fn tcp_forwarding() -> Check {
         "TCP forwarding turns every SSH account into a tunnel into the node's networks (kubelet, pod and WireGuard networks) that bypasses firewalls.",
     )
     .remediation("Set `AllowTcpForwarding no` (or `DisableForwarding yes`) in /etc/ssh/sshd_config, then reload sshd.")
-    .refs([ssg("sshd_disable_tcp_forwarding")])
+    // SSG's sshd_disable_tcp_forwarding requires an explicit line in
+    // /etc/ssh/sshd_config, a different question: no reference is cited.
 }
 
 fn max_auth_tries() -> Check {
@@ -245,21 +248,22 @@ fn client_alive() -> Check {
                 let mut problems = Vec::new();
                 if interval == 0 {
                     problems.push("ClientAliveInterval 0 disables keep-alive probes, so dead sessions are never dropped".to_string());
-                } else if interval > max_interval {
-                    problems.push(format!("ClientAliveInterval {interval}s is above {max_interval}s"));
+                } else if max_interval > 0 && interval > max_interval {
+                    problems.push(format!("ClientAliveInterval {interval}s is above {max_interval}s (profile limit)"));
                 }
-                if count == 0 {
+                if count <= 0 {
                     problems.push(
                         "ClientAliveCountMax 0 never disconnects on OpenSSH >= 8.2 (it used to mean \"disconnect at once\")".to_string(),
                     );
-                } else if !(1..=max_count).contains(&count) {
-                    problems.push(format!("ClientAliveCountMax {count} is outside 1..={max_count}"));
+                } else if max_count > 0 && count > max_count {
+                    problems.push(format!("ClientAliveCountMax {count} is above {max_count} (profile limit)"));
                 }
+                let bound = |max: i64, unit: &str| if max > 0 { format!("1..={max}{unit}") } else { "greater than 0".to_string() };
                 let o = Outcome::verdict(problems.is_empty())
                     .observed(json!({"ClientAliveInterval": interval, "ClientAliveCountMax": count}))
                     .expected(json!({
-                        "ClientAliveInterval": format!("1..={max_interval} seconds"),
-                        "ClientAliveCountMax": format!("1..={max_count}"),
+                        "ClientAliveInterval": bound(i64::try_from(max_interval).unwrap_or(i64::MAX), " seconds"),
+                        "ClientAliveCountMax": bound(max_count, ""),
                     }))
                     .evidence(&ri.source, ri.describe("ClientAliveInterval"))
                     .evidence(&rc.source, rc.describe("ClientAliveCountMax"));
@@ -267,10 +271,11 @@ fn client_alive() -> Check {
             })
         },
     )
-    .param(ParamSpec::int("max_interval", 300, "Largest acceptable ClientAliveInterval, in seconds"))
-    .param(ParamSpec::int("max_count", 3, "Largest acceptable ClientAliveCountMax"))
+    .param(ParamSpec::int("max_interval", 0, "Largest acceptable ClientAliveInterval, in seconds (0: no limit beyond CIS's \"greater than 0\")"))
+    .param(ParamSpec::int("max_count", 0, "Largest acceptable ClientAliveCountMax (0: no limit beyond CIS's \"greater than 0\")"))
     .rationale(
         "Sessions whose client vanished stay logged in (and keep forwardings open) until the server probes them. \
+         As CIS Debian 12 5.1.7 audits it, both values must be greater than 0; a profile may set upper limits (max_interval, max_count). \
          ClientAliveCountMax must be at least 1: since OpenSSH 8.2, 0 disables the disconnection instead of forcing it, \
          a trap that SSG/ANSSI-derived content still falls into.",
     )
@@ -353,7 +358,7 @@ fn algorithm_check(spec: AlgorithmSpec, refs: &[Reference], rationale: &str) -> 
 fn config_permissions() -> Check {
     Check::new(
         "ssh.config_permissions",
-        "sshd configuration files are owned by root and not writable by others",
+        "sshd configuration files are root:root with mode 0600 or stricter",
         Severity::Medium,
         |facts, _p| {
             let host = facts.host();
@@ -363,7 +368,6 @@ fn config_permissions() -> Check {
                     Err(e) => return Outcome::error(format!("the sshd configuration files are unknown: {e}")),
                 };
                 let mut bad = Vec::new();
-                let mut readable = Vec::new();
                 let mut o = Outcome::pass();
                 for f in files {
                     let m = match host.metadata(f) {
@@ -371,32 +375,23 @@ fn config_permissions() -> Check {
                         Err(e) => return Outcome::error(e.to_string()),
                     };
                     o = o.evidence(f, format!("owner uid {} gid {}, mode {:04o}", m.uid, m.gid, m.mode));
-                    if m.uid != 0 {
-                        bad.push(format!("{f} is owned by uid {}, not root", m.uid));
-                    }
-                    if m.mode & 0o022 != 0 {
-                        bad.push(format!("{f} is writable by group or others (mode {:04o})", m.mode));
+                    if m.uid != 0 || m.gid != 0 {
+                        bad.push(format!("{f} is owned by uid {} gid {}, not root:root", m.uid, m.gid));
                     }
                     if m.mode & 0o077 != 0 {
-                        readable.push(format!("{f} ({:04o})", m.mode));
+                        bad.push(format!("{f} has mode {:04o}, not 0600 or stricter", m.mode & 0o7777));
                     }
                 }
                 o.status = if bad.is_empty() { Status::Pass } else { Status::Fail };
-                let mut notes = bad;
-                if !readable.is_empty() {
-                    notes.push(format!(
-                        "CIS 5.1.1 recommends mode 0600; readable by group or others (accepted here): {}",
-                        readable.join(", ")
-                    ));
-                }
-                let o = o.observed(files.len()).expected("owner root, no group/other write (CIS: 0600)");
-                if notes.is_empty() { o } else { o.note(notes.join("; ")) }
+                let o = o.observed(files.len()).expected("owner root:root, mode 0600 or stricter");
+                if bad.is_empty() { o } else { o.note(bad.join("; ")) }
             })
         },
     )
     .rationale(
-        "Whoever can write the sshd configuration decides who logs in as root. Write access for anyone but root fails; \
-         read access for others is accepted (the files hold no secrets) but reported, because CIS asks for 0600.",
+        "Whoever can write the sshd configuration decides who logs in as root, and reading it maps the attack surface. \
+         As CIS Debian 12 5.1.1 audits it, /etc/ssh/sshd_config and every included file must be owned by root:root with \
+         mode 0600 or stricter (Debian installs sshd_config 0644, which fails).",
     )
     .remediation(
         "chown root:root /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf && chmod 0600 /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf",
@@ -440,10 +435,13 @@ fn host_keys(host: &Host, cfg: &EffectiveConfig) -> Result<(Vec<String>, Option<
     Ok((keys, Some("no HostKey configured: checking sshd's default keys and every /etc/ssh/ssh_host_*_key".into())))
 }
 
+/// Groups CIS 5.1.2 accepts on host private keys (read by ssh-keysign).
+const KEY_GROUPS: [&str; 3] = ["ssh_keys", "_ssh", "ssh"];
+
 fn host_key_permissions() -> Check {
     Check::new(
         "ssh.host_key_permissions",
-        "SSH host private keys are readable by root only",
+        "SSH host private keys are owned by root and readable by root (or a key group) only",
         Severity::High,
         |facts, _p| {
             let host = facts.host();
@@ -479,29 +477,41 @@ fn host_key_permissions() -> Check {
                     if m.uid != 0 {
                         bad.push(format!("{k} is owned by uid {}, not root", m.uid));
                     }
-                    if m.mode & 0o177 == 0 {
-                        continue;
-                    }
                     // RHEL-family systems ship keys 0640 root:ssh_keys, read by
-                    // the unprivileged ssh-keysign helper.
-                    if m.mode & 0o137 == 0 {
+                    // the unprivileged ssh-keysign helper; CIS 5.1.2 accepts
+                    // the key groups ssh_keys, _ssh and ssh.
+                    let key_group = if m.gid == 0 {
+                        false
+                    } else {
                         match group_name(host, m.gid) {
-                            Ok(Some(g)) if g == "ssh_keys" => continue,
-                            Ok(_) => {}
+                            Ok(Some(g)) => KEY_GROUPS.contains(&g.as_str()),
+                            Ok(None) => false,
                             Err(e) => return Outcome::error(format!("{k}: cannot name group {}: {e}", m.gid)),
                         }
+                    };
+                    if m.gid != 0 && !key_group {
+                        bad.push(format!(
+                            "{k} has group {} (expected root, or a key group: {})",
+                            m.gid,
+                            KEY_GROUPS.join(", ")
+                        ));
                     }
-                    bad.push(format!(
-                        "{k} has mode {:04o} (expected 0600 or stricter, or 0640 with group ssh_keys)",
-                        m.mode
-                    ));
+                    let allowed = if key_group { 0o137 } else { 0o177 };
+                    if m.mode & allowed != 0 {
+                        bad.push(format!(
+                            "{k} has mode {:04o} (expected 0600 or stricter, or 0640 with a key group)",
+                            m.mode & 0o7777
+                        ));
+                    }
                 }
                 if checked.is_empty() {
                     return Outcome::not_applicable("no SSH host private key exists (sshd cannot start without one)")
                         .with_evidence(o.evidence);
                 }
                 o.status = if bad.is_empty() { Status::Pass } else { Status::Fail };
-                let o = o.observed(json!({"keys": checked})).expected("owner root, mode 0600 (or 0640 root:ssh_keys)");
+                let o = o.observed(json!({"keys": checked})).expected(
+                    "owner root, group root with mode 0600, or a key group (ssh_keys, _ssh, ssh) with mode 0640",
+                );
                 if bad.is_empty() { o } else { o.note(bad.join("; ")) }
             })
         },
@@ -515,7 +525,7 @@ fn host_key_permissions() -> Check {
 
 /// All ssh checks.
 pub fn checks() -> Vec<Check> {
-    vec![
+    [
         permit_root_login(),
         value_check(
             "password_authentication",
@@ -560,7 +570,7 @@ pub fn checks() -> Vec<Check> {
             "HostbasedAuthentication",
             "hostbasedauthentication",
             &["no"],
-            &[],
+            &[cis_debian("5.1.10")],
             "Host-based authentication trusts whatever the client host claims about its users: one compromised host opens the node.",
         ),
         value_check(
@@ -604,12 +614,12 @@ pub fn checks() -> Vec<Check> {
                 display: "MACs",
                 keyword: "macs",
                 default: &DEFAULT_MACS,
-                weak: &["hmac-md5*", "hmac-sha1*", "umac-64*", "hmac-ripemd160*"],
+                weak: &["hmac-md5*", "hmac-ripemd160*", "hmac-sha1-96*", "umac-64*", "umac-128-etm@openssh.com"],
             },
             &[cis_debian("5.1.15")],
-            "MD5 and SHA-1 are broken hash functions and 64-bit tags (umac-64, *-96) are short; the SHA-2 and umac-128 MACs \
-             supported by every current client are enough. Note that the OpenSSH default list still contains hmac-sha1 and umac-64, \
-             so an unconfigured server fails; relax `weak` if legacy clients need them.",
+            "MD5 and RIPEMD-160 MACs and 64- or 96-bit tags (umac-64, *-96) are too weak. The list is CIS Debian 12 5.1.15's \
+             (which also names umac-128-etm); plain HMAC-SHA1 is not on it. The OpenSSH default list contains umac-64, so an \
+             unconfigured server fails; add patterns to `weak` (e.g. hmac-sha1*) to be stricter.",
         ),
         algorithm_check(
             AlgorithmSpec {
@@ -628,10 +638,18 @@ pub fn checks() -> Vec<Check> {
             "The SHA-1 Diffie-Hellman exchanges (and the 1024-bit group1) are within reach of well-funded attackers (Logjam); \
              curve25519, sntrup761x25519 and the SHA-2 DH groups are not.",
         ),
-        config_permissions(),
-        host_key_permissions(),
     ]
+    .into_iter()
+    .map(|mut c| {
+        c.rationale = format!("{} {EFFECTIVE_RATIONALE}", c.rationale);
+        c
+    })
+    .chain([config_permissions(), host_key_permissions()])
+    .collect()
 }
+
+/// Said in the rationale of every check that judges an sshd keyword.
+const EFFECTIVE_RATIONALE: &str = "Judged on the effective configuration, as CIS Debian 12 audits it with `sshd -T`: the output of `sshd -T -C` for a remote root login when sshd can be run, otherwise the parsed configuration (Include, Match, first value wins) with OpenSSH's defaults, so an unset keyword whose default is acceptable passes. (SSG's sshd rules require an explicit line in /etc/ssh/sshd_config instead; where both are cited, the CIS reading applies.)";
 
 #[cfg(test)]
 mod tests {
@@ -658,7 +676,7 @@ IgnoreRhosts yes
 PermitUserEnvironment no
 LogLevel VERBOSE
 Ciphers -*-cbc
-MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,umac-128-etm@openssh.com
+MACs hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com
 KexAlgorithms -diffie-hellman-group14-sha256
 HostKey /etc/ssh/ssh_host_ed25519_key
 ";
@@ -743,12 +761,7 @@ HostKey /etc/ssh/ssh_host_ed25519_key
         assert_eq!(o.status, Status::Fail);
         assert_eq!(
             o.observed.unwrap()["weak"],
-            serde_json::json!([
-                "umac-64-etm@openssh.com",
-                "hmac-sha1-etm@openssh.com",
-                "umac-64@openssh.com",
-                "hmac-sha1"
-            ])
+            serde_json::json!(["umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "umac-64@openssh.com"])
         );
         assert_eq!(eval("ssh.kex_algorithms", &h).status, Status::Pass);
         // No key files at all: nothing to judge.
@@ -843,7 +856,9 @@ HostKey /etc/ssh/ssh_host_ed25519_key
         let o = eval("ssh.login_grace_time", &h);
         assert_eq!(o.status, Status::Fail);
         assert!(o.reason.unwrap().contains("no limit"));
-        assert_eq!(eval("ssh.client_alive", &h).status, Status::Fail);
+        // CIS 5.1.7 only wants both values above 0; limits are the profile's.
+        assert_eq!(eval("ssh.client_alive", &h).status, Status::Pass);
+        assert_eq!(eval_with("ssh.client_alive", &h, &[("max_interval", Value::from(300))]).status, Status::Fail);
         assert_eq!(eval_with("ssh.client_alive", &h, &[("max_interval", Value::from(600))]).status, Status::Pass);
     }
 
@@ -871,7 +886,7 @@ HostKey /etc/ssh/ssh_host_ed25519_key
     fn algorithm_modifiers_relative_to_defaults() {
         let d = root_with(&[(
             SSHD_CONFIG,
-            "Ciphers +aes256-cbc\nMACs -hmac-sha1*,umac-64*\nKexAlgorithms ^diffie-hellman-group14-sha1\n",
+            "Ciphers +aes256-cbc\nMACs -hmac-sha1*,umac-64*,umac-128-etm*\nKexAlgorithms ^diffie-hellman-group14-sha1\n",
         )]);
         let h = offline(d.path());
         let o = eval("ssh.ciphers", &h);
@@ -886,23 +901,26 @@ HostKey /etc/ssh/ssh_host_ed25519_key
     #[test]
     fn config_permissions() {
         let d = hardened_root(&[("/etc/ssh/sshd_config.d/50-x.conf", "MaxAuthTries 2\n")]);
-        chmod(d.path(), "/etc/ssh/sshd_config.d/50-x.conf", 0o644);
+        chmod(d.path(), "/etc/ssh/sshd_config.d/50-x.conf", 0o600);
         let h = offline(d.path());
         if is_root() {
             let o = eval("ssh.config_permissions", &h);
             assert_eq!(o.status, Status::Pass, "{o:?}");
-            assert!(o.reason.unwrap().contains("CIS 5.1.1 recommends mode 0600"));
         }
-        chmod(d.path(), "/etc/ssh/sshd_config.d/50-x.conf", 0o664);
+        // Debian's 0644 fails CIS 5.1.1.
+        chmod(d.path(), "/etc/ssh/sshd_config.d/50-x.conf", 0o644);
         let o = eval("ssh.config_permissions", &h);
         assert_eq!(o.status, Status::Fail);
-        assert!(o.reason.unwrap().contains("50-x.conf is writable by group or others"));
+        assert!(o.reason.unwrap().contains("50-x.conf has mode 0644, not 0600 or stricter"));
         if is_root() {
             chmod(d.path(), "/etc/ssh/sshd_config.d/50-x.conf", 0o600);
             std::os::unix::fs::chown(d.path().join("etc/ssh/sshd_config"), Some(1000), Some(0)).unwrap();
             let o = eval("ssh.config_permissions", &h);
             assert_eq!(o.status, Status::Fail);
-            assert!(o.reason.unwrap().contains("owned by uid 1000"));
+            assert!(o.reason.unwrap().contains("owned by uid 1000 gid 0"));
+            std::os::unix::fs::chown(d.path().join("etc/ssh/sshd_config"), Some(0), Some(1000)).unwrap();
+            let o = eval("ssh.config_permissions", &h);
+            assert_eq!(o.status, Status::Fail, "group must be root");
         }
     }
 
@@ -937,6 +955,23 @@ HostKey /etc/ssh/ssh_host_ed25519_key
             assert_eq!(eval("ssh.host_key_permissions", &h).status, Status::Pass);
             std::os::unix::fs::chown(d.path().join("etc/ssh/ssh_host_ed25519_key"), Some(1), Some(998)).unwrap();
             assert_eq!(eval("ssh.host_key_permissions", &h).status, Status::Fail);
+            // Debian's `_ssh` group is a key group too (CIS 5.1.2).
+            write(
+                d.path(),
+                "/etc/group",
+                b"root:x:0:
+_ssh:x:101:
+users:x:100:
+",
+            );
+            std::os::unix::fs::chown(d.path().join("etc/ssh/ssh_host_ed25519_key"), Some(0), Some(101)).unwrap();
+            assert_eq!(eval("ssh.host_key_permissions", &h).status, Status::Pass);
+            // 0600 but owned by an ordinary group: fails.
+            chmod(d.path(), "/etc/ssh/ssh_host_ed25519_key", 0o600);
+            std::os::unix::fs::chown(d.path().join("etc/ssh/ssh_host_ed25519_key"), Some(0), Some(100)).unwrap();
+            let o = eval("ssh.host_key_permissions", &h);
+            assert_eq!(o.status, Status::Fail);
+            assert!(o.reason.unwrap().contains("has group 100"));
         }
     }
 

@@ -13,29 +13,27 @@ use crate::facts::Facts;
 use crate::facts::world_writable::{MAX_LISTED, WalkParams, WalkResult, WorldWritableWalks, WritablePath};
 use crate::model::{Evidence, Outcome, Severity, anssi, cis_debian, ssg};
 
-const DEFAULT_ROOTS: [&str; 10] = ["/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/opt", "/srv", "/var"];
+/// The whole file system, as CIS Debian 12 7.1.11 walks it: `/`, and on a
+/// live host every other local mount (see `local_mount_roots`).
+const DEFAULT_ROOTS: [&str; 1] = ["/"];
 
-/// Paths owned by container runtimes and kubelet (whose content is the
-/// workloads', not the node's), and scratch directories that are sticky and
-/// world-writable by design.
-const DEFAULT_EXCLUDES: [&str; 7] = [
-    "/var/lib/containerd",
-    "/var/lib/docker",
-    "/var/lib/kubelet/pods",
-    "/var/lib/containers",
-    "/var/tmp",
-    "/var/crash",
-    "/var/lib/php/sessions",
-];
+/// The paths CIS Debian 12 7.1.11's audit leaves out: per-user runtime
+/// directories, snaps, and the container runtimes' and kubelet's state
+/// (whose content is the workloads', not the node's).
+const DEFAULT_EXCLUDES: [&str; 5] = ["/run/user", "/snap", "*/containerd", "*/kubelet/pods", "*/kubelet/plugins"];
 
-const DEFAULT_MAX_ENTRIES: i64 = 300_000;
+const DEFAULT_MAX_ENTRIES: i64 = 1_000_000;
 
-fn walk_params(params: &Params) -> WalkParams {
-    WalkParams {
-        roots: params.list("roots"),
+fn walk_params(facts: &Facts<'_>, params: &Params) -> Result<WalkParams, String> {
+    let mut roots = params.list("roots");
+    if params.bool("local_mounts") {
+        roots.extend(crate::facts::world_writable::local_mount_roots(facts)?);
+    }
+    Ok(WalkParams {
+        roots,
         excludes: params.list("excludes"),
         max_entries: u64::try_from(params.int("max_entries")).unwrap_or(0),
-    }
+    })
 }
 
 fn with_walk_params(check: Check) -> Check {
@@ -45,10 +43,15 @@ fn with_walk_params(check: Check) -> Check {
             &DEFAULT_ROOTS,
             "Directories to walk (symlinked ones are skipped, not followed)",
         ))
+        .param(ParamSpec::bool(
+            "local_mounts",
+            true,
+            "On a live host, also walk every local mount (not network, removable or pseudo file systems, not /tmp*, /var/tmp*, /run/user), as CIS 7.1.11 does",
+        ))
         .param(ParamSpec::list(
             "excludes",
             &DEFAULT_EXCLUDES,
-            "Paths not walked (container and kubelet state, scratch space)",
+            "Paths not walked: a prefix (/run/user) or `*/name` for a directory name anywhere (CIS 7.1.11's exclusions by default)",
         ))
         .param(ParamSpec::int(
             "max_entries",
@@ -88,7 +91,10 @@ impl Finding {
 }
 
 fn evaluate(facts: &Facts<'_>, params: &Params, finding: Finding) -> Outcome {
-    let wp = walk_params(params);
+    let wp = match walk_params(facts, params) {
+        Ok(w) => w,
+        Err(e) => return Outcome::error(format!("the local mounts cannot be listed: {e}")),
+    };
     if wp.max_entries == 0 {
         return Outcome::error("parameter max_entries must be a positive number");
     }
@@ -146,22 +152,22 @@ pub fn checks() -> Vec<Check> {
     vec![
         with_walk_params(Check::new(
             "files.world_writable_files",
-            "No world-writable regular files under the system directories",
+            "No world-writable regular files on the local file systems",
             Severity::Medium,
             |f, p| evaluate(f, p, Finding::Files),
         ))
-        .rationale("Any local user (or a compromised service account) can modify a world-writable file: in /etc, /usr or /var that is usually a path to root or to tampering with logs and data.")
+        .rationale("Any local user (or a compromised service account) can modify a world-writable file: in /etc, /usr or /var that is usually a path to root or to tampering with logs and data. The walk covers what CIS Debian 12 7.1.11 audits: every local file system, except /proc, /sys, /run/user, snaps, mounts on /tmp* and /var/tmp*, and container runtime and kubelet pod state.")
         .remediation("Remove the write bit for others (chmod o-w FILE) or fix the package or process that creates it.")
         .refs([cis_debian("7.1.11"), anssi("R54"), ssg("file_permissions_unauthorized_world_writable")]),
         with_walk_params(Check::new(
             "files.world_writable_dirs_sticky",
-            "World-writable directories under the system directories have the sticky bit",
+            "World-writable directories on the local file systems have the sticky bit",
             Severity::Medium,
             |f, p| evaluate(f, p, Finding::NonStickyDirs),
         ))
-        .rationale("In a world-writable directory without the sticky bit any user can delete or replace other users' files, including files a privileged process is about to use.")
+        .rationale("In a world-writable directory without the sticky bit any user can delete or replace other users' files, including files a privileged process is about to use. The walk covers what CIS Debian 12 7.1.11 audits (see files.world_writable_files).")
         .remediation("Set the sticky bit (chmod +t DIR) or remove the write bit for others (chmod o-w DIR).")
-        .refs([anssi("R54"), ssg("dir_perms_world_writable_sticky_bits")]),
+        .refs([cis_debian("7.1.11"), anssi("R54"), ssg("dir_perms_world_writable_sticky_bits")]),
     ]
 }
 
@@ -182,8 +188,8 @@ mod tests {
         let h = offline(d.path());
         let o = eval("files.world_writable_files", &h);
         assert_eq!(o.status, Status::Pass, "{:?}", o.reason);
-        // hosts; lib, x; tmp (excluded, not descended), cache, a, b
-        assert_eq!(o.observed.unwrap()["entries_examined"], json!(7));
+        // etc, hosts; usr, lib, x; var, tmp, scratch, cache, a, b
+        assert_eq!(o.observed.unwrap()["entries_examined"], json!(11));
         assert_eq!(eval("files.world_writable_dirs_sticky", &h).status, Status::Pass);
     }
 
@@ -193,20 +199,20 @@ mod tests {
         let r = d.path();
         chmod(r, "/etc/hosts", 0o666);
         chmod(r, "/var/cache/a", 0o777);
-        chmod(r, "/var/tmp/scratch", 0o666); // excluded by default
+        chmod(r, "/var/tmp/scratch", 0o666); // found: CIS 7.1.11 only skips a separate /var/tmp mount
         let h = offline(r);
         let o = eval("files.world_writable_files", &h);
         assert_eq!(o.status, Status::Fail);
         assert_eq!(o.evidence[0].source, "/etc/hosts");
-        assert_eq!(o.observed.unwrap()["world_writable_files"], json!(1));
+        assert_eq!(o.observed.unwrap()["world_writable_files"], json!(2));
         let o = eval("files.world_writable_dirs_sticky", &h);
         assert_eq!(o.status, Status::Fail);
         assert_eq!(o.evidence[0].source, "/var/cache/a");
         chmod(r, "/var/cache/a", 0o1777);
         assert_eq!(eval("files.world_writable_dirs_sticky", &offline(r)).status, Status::Pass);
-        // Excludes are a parameter: with none, /var/tmp's file is found.
-        let o = eval_with("files.world_writable_files", &offline(r), &[("excludes", json!([]))]);
-        assert_eq!(o.observed.unwrap()["world_writable_files"], json!(2));
+        // Excludes are a parameter.
+        let o = eval_with("files.world_writable_files", &offline(r), &[("excludes", json!(["/var/tmp"]))]);
+        assert_eq!(o.observed.unwrap()["world_writable_files"], json!(1));
     }
 
     #[test]
@@ -218,7 +224,8 @@ mod tests {
         assert_eq!(o.status, Status::Error);
         assert_eq!(o.reason.unwrap(), "walk stopped after 2 entries; cannot conclude");
         chmod(r, "/etc/hosts", 0o666);
-        let o = eval_with("files.world_writable_files", &h, &[("max_entries", json!(2))]);
+        // etc, usr, var, then /etc/hosts (the 4th), then the cap.
+        let o = eval_with("files.world_writable_files", &h, &[("max_entries", json!(4))]);
         assert_eq!(o.status, Status::Fail);
         assert!(o.reason.unwrap().contains("walk incomplete"));
         let o = eval_with("files.world_writable_files", &h, &[("max_entries", json!(0))]);
@@ -228,7 +235,7 @@ mod tests {
     #[test]
     fn no_roots_present_is_not_applicable() {
         let d = root_with(&[]);
-        let o = eval("files.world_writable_files", &offline(d.path()));
+        let o = eval_with("files.world_writable_files", &offline(d.path()), &[("roots", json!(["/etc", "/opt"]))]);
         assert_eq!(o.status, Status::NotApplicable);
         assert!(o.evidence.iter().any(|e| e.source == "/etc" && e.detail.contains("absent")));
     }

@@ -40,8 +40,9 @@ pub struct Setting {
     pub value: String,
     /// `path:line` of the winning (last) assignment.
     pub source: String,
-    /// Earlier assignments of the same key that this one overrides.
-    pub overridden: Vec<String>,
+    /// Earlier assignments of the same key that this one overrides:
+    /// (`path:line`, value).
+    pub overridden: Vec<(String, String)>,
 }
 
 /// The parsed file: the effective value of every key.
@@ -74,7 +75,7 @@ pub fn parse(path: &str, text: &str) -> LoginDefs {
         let overridden = match defs.settings.remove(name) {
             Some(prev) => {
                 let mut o = prev.overridden;
-                o.push(prev.source);
+                o.push((prev.source, prev.value));
                 o
             }
             None => Vec::new(),
@@ -153,7 +154,7 @@ mod tests {
         let umask = d.get("UMASK").unwrap();
         assert_eq!(umask.value, "027");
         assert_eq!(umask.source, "/etc/login.defs:5");
-        assert_eq!(umask.overridden, ["/etc/login.defs:3"]);
+        assert_eq!(umask.overridden, [("/etc/login.defs:3".to_string(), "022".to_string())]);
         assert_eq!(d.get("ENV_PATH").unwrap().value, "PATH=/bin:/usr/bin");
         assert!(d.get("LONELY").is_none());
         assert_eq!(d.get("INLINE").unwrap().value, "5 # not a comment");

@@ -264,6 +264,35 @@ pub fn mount_at(facts: &Facts<'_>, path: &str) -> Result<MountAnswer, String> {
             }),
         };
     }
+    boot_mount_in(facts, table, mf.fstab_present, path)
+}
+
+/// The mount that boot configuration makes at `path` (an auto-mounted
+/// `/etc/fstab` entry, else an enabled systemd mount unit), whatever is
+/// mounted now. On a live host it reads `/etc/fstab` itself.
+pub fn boot_mount_at(facts: &Facts<'_>, path: &str) -> Result<MountAnswer, String> {
+    let mf = facts.get::<MountFacts>();
+    if !mf.live {
+        let table = mf.table.as_ref().map_err(|e| e.to_string())?;
+        return boot_mount_in(facts, table, mf.fstab_present, path);
+    }
+    let (table, present) = match facts.host().read_text_limited(FSTAB, MOUNT_FILE_LIMIT) {
+        Ok(t) => (parse_fstab(FSTAB, &t), true),
+        Err(e) if e.is_not_found() => (MountTable { source: FSTAB.to_string(), ..MountTable::default() }, false),
+        Err(e) => return Err(e.to_string()),
+    };
+    boot_mount_in(facts, &table, present, path)
+}
+
+fn boot_mount_in(
+    facts: &Facts<'_>,
+    table: &MountTable,
+    fstab_present: bool,
+    path: &str,
+) -> Result<MountAnswer, String> {
+    let uncertain = |what: &str| -> Result<MountAnswer, String> {
+        Err(format!("no mount found at {path} in {what}, but it has unparsable lines: {}", table.problems.join("; ")))
+    };
     let mut consulted = Vec::new();
     let in_fstab: Vec<&MountEntry> = table.entries.iter().filter(|e| e.mount_point == path).collect();
     if let Some(e) = in_fstab.iter().find(|e| !e.has("noauto")) {
@@ -276,7 +305,7 @@ pub fn mount_at(facts: &Facts<'_>, path: &str) -> Result<MountAnswer, String> {
         return uncertain(FSTAB);
     }
     if in_fstab.is_empty() {
-        let detail = if mf.fstab_present { format!("no entry for {path}") } else { "absent".to_string() };
+        let detail = if fstab_present { format!("no entry for {path}") } else { "absent".to_string() };
         consulted.push(Evidence::new(FSTAB, detail));
     }
     let unit = mount_unit_name(path);

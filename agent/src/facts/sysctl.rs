@@ -22,6 +22,11 @@ pub const SYSCTL_DIRS: [&str; 5] =
 /// Read last, after all fragments.
 pub const SYSCTL_CONF: &str = "/etc/sysctl.conf";
 
+/// Where UFW names the sysctl file it applies when it starts (after
+/// systemd-sysctl), and where it says whether it is enabled.
+pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
+pub const UFW_CONF: &str = "/etc/ufw/ufw.conf";
+
 /// sysctl files are small; anything larger is not a configuration file.
 const SYSCTL_FILE_LIMIT: u64 = 1024 * 1024;
 
@@ -34,6 +39,10 @@ pub struct Assignment {
     pub source: String,
     /// A glob key such as `net.ipv4.conf.*.rp_filter`.
     pub is_glob: bool,
+    /// Written `dotted.key = value`: not a glob, no leading `-`, not the
+    /// slash form. Only such lines count as "set in a configuration file"
+    /// for CIS and the SSG rules, whose audits match `^\s*<key>\s*=`.
+    pub plain: bool,
 }
 
 /// A line that is neither a comment nor a valid assignment.
@@ -48,6 +57,9 @@ pub struct BadLine {
 pub struct SysctlConfig {
     /// Files read, in the order they were applied.
     pub files: Vec<String>,
+    /// Keys excluded from glob assignments by a `-key` line without a value
+    /// (sysctl.d(5)), with their `path:line`.
+    pub glob_exclusions: Vec<(String, String)>,
     /// Files masked by a same-name file in a more important directory.
     pub masked: Vec<String>,
     pub assignments: Vec<Assignment>,
@@ -58,12 +70,23 @@ pub struct SysctlConfig {
 }
 
 impl SysctlConfig {
+    /// Every non-glob assignment of `key`, in application order (the
+    /// effective one last), whatever its form.
+    pub fn explicit(&self, key: &str) -> impl Iterator<Item = &Assignment> {
+        let key = normalize_key(key);
+        self.assignments.iter().filter(move |a| !a.is_glob && a.key == key)
+    }
+
     /// The effective configured value of `key`, with its source.
     pub fn configured(&self, key: &str) -> Option<&Assignment> {
         let key = normalize_key(key);
         let explicit = self.assignments.iter().rev().find(|a| !a.is_glob && a.key == key);
         if explicit.is_some() {
             return explicit;
+        }
+        // `-net.ipv4.conf.all.rp_filter` keeps every glob off that key.
+        if self.glob_exclusions.iter().any(|(k, _)| *k == key) {
+            return None;
         }
         self.assignments.iter().rev().find(|a| a.is_glob && glob_match(&a.key, &key))
     }
@@ -83,10 +106,19 @@ pub fn normalize_key(key: &str) -> String {
     }
 }
 
-/// Parse one sysctl.d file. Returns assignments and bad lines.
-pub fn parse_file(path: &str, text: &str) -> (Vec<Assignment>, Vec<BadLine>) {
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
+/// One parsed sysctl.d file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedFile {
+    pub assignments: Vec<Assignment>,
+    pub bad_lines: Vec<BadLine>,
+    /// `-key` lines without a value: the key is kept out of globs.
+    pub glob_exclusions: Vec<(String, String)>,
+}
+
+/// Parse one sysctl.d file.
+pub fn parse_file(path: &str, text: &str) -> ParsedFile {
+    let mut parsed = ParsedFile::default();
+    let (out, bad) = (&mut parsed.assignments, &mut parsed.bad_lines);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -94,19 +126,33 @@ pub fn parse_file(path: &str, text: &str) -> (Vec<Assignment>, Vec<BadLine>) {
         }
         let source = format!("{path}:{}", i + 1);
         let Some((k, v)) = line.split_once('=') else {
+            if let Some(key) = line.strip_prefix('-').filter(|k| !k.is_empty() && !k.contains(char::is_whitespace)) {
+                parsed.glob_exclusions.push((normalize_key(key), source));
+                continue;
+            }
             bad.push(BadLine { source, text: truncate(line, 120) });
             continue;
         };
         // A leading '-' means "ignore errors when applying"; the value still applies.
-        let k = k.trim().trim_start_matches('-');
+        let k = k.trim();
+        let dashed = k.starts_with('-');
+        let k = k.trim_start_matches('-');
         if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
             bad.push(BadLine { source, text: truncate(line, 120) });
             continue;
         }
         let key = normalize_key(k);
-        out.push(Assignment { is_glob: key.contains(['*', '?', '[']), key, value: normalize_value(v), source });
+        let is_glob = key.contains(['*', '?', '[']);
+        let slash_form = k.find(['.', '/']).is_some_and(|i| k.as_bytes().get(i) == Some(&b'/'));
+        out.push(Assignment {
+            is_glob,
+            plain: !is_glob && !dashed && !slash_form,
+            key,
+            value: normalize_value(v),
+            source,
+        });
     }
-    (out, bad)
+    parsed
 }
 
 /// Values are compared after collapsing internal whitespace, as the kernel
@@ -158,16 +204,92 @@ pub fn load_config(host: &Host) -> SysctlConfig {
         }
         match host.read_text_limited(&path, SYSCTL_FILE_LIMIT) {
             Ok(text) => {
-                let (a, b) = parse_file(&path, &text);
-                cfg.assignments.extend(a);
-                cfg.bad_lines.extend(b);
+                let p = parse_file(&path, &text);
+                cfg.assignments.extend(p.assignments);
+                cfg.bad_lines.extend(p.bad_lines);
+                cfg.glob_exclusions.extend(p.glob_exclusions);
                 cfg.files.push(path);
             }
             Err(e) if e.is_not_found() && path == SYSCTL_CONF => {}
             Err(e) => cfg.unreadable.push(e.into()),
         }
     }
+    load_ufw(host, &mut cfg);
     cfg
+}
+
+/// A `NAME=value` shell assignment's value in a small defaults file.
+fn shell_value(text: &str, name: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| {
+        let (k, v) = l.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches(['"', '\'']).to_string())
+    })
+}
+
+/// UFW applies the file named by `IPT_SYSCTL` in `/etc/default/ufw` each
+/// time it starts, after systemd-sysctl, so when UFW is enabled its values
+/// win at boot; CIS counts that file as configuration. Its lines are
+/// counted as set in a configuration file in whichever form they are
+/// written (Debian's file uses the slash form).
+fn load_ufw(host: &Host, cfg: &mut SysctlConfig) {
+    let enabled = match host.read_text_limited(UFW_CONF, SYSCTL_FILE_LIMIT) {
+        Ok(t) => shell_value(&t, "ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+        Err(e) if e.is_not_found() => return,
+        Err(e) => {
+            cfg.unreadable.push(e.into());
+            return;
+        }
+    };
+    if !enabled {
+        return;
+    }
+    let file = match host.read_text_limited(UFW_DEFAULTS, SYSCTL_FILE_LIMIT) {
+        Ok(t) => shell_value(&t, "IPT_SYSCTL"),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            cfg.unreadable.push(e.into());
+            return;
+        }
+    };
+    let Some(path) = file.filter(|p| p.starts_with('/')) else { return };
+    match host.read_text_limited(&path, SYSCTL_FILE_LIMIT) {
+        Ok(text) => {
+            let p = parse_file(&path, &text);
+            cfg.assignments.extend(p.assignments.into_iter().map(|a| Assignment { plain: !a.is_glob, ..a }));
+            cfg.bad_lines.extend(p.bad_lines);
+            cfg.glob_exclusions.extend(p.glob_exclusions);
+            cfg.files.push(path);
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => cfg.unreadable.push(e.into()),
+    }
+}
+
+/// Whether `source` (`path:line`) is in a place an administrator writes
+/// (`/etc`, `/run`, `/usr/local`, UFW's file) rather than one a package
+/// ships (`/usr/lib`, `/lib`): every such line must carry an acceptable
+/// value for the SSG rules, overridden or not.
+pub fn is_admin_source(source: &str) -> bool {
+    !(source.starts_with("/usr/lib/sysctl.d/") || source.starts_with("/lib/sysctl.d/"))
+}
+
+/// Whether IPv6 is disabled in the kernel (`ipv6.disable=1`): live, from the
+/// ipv6 module's parameter; offline, from the boot loader's command line.
+/// Then `net.ipv6.*` keys do not exist and their checks do not apply (as
+/// CIS's audit says).
+pub fn ipv6_disabled(facts: &Facts<'_>) -> Option<String> {
+    let host = facts.host();
+    if host.is_live() {
+        match host.read_text_limited("/sys/module/ipv6/parameters/disable", 64) {
+            Ok(v) if v.trim() == "1" => Some("/sys/module/ipv6/parameters/disable = 1".into()),
+            _ => None,
+        }
+    } else {
+        let grub = facts.get::<super::kernel_cmdline::GrubCmdline>();
+        grub.last_param("ipv6.disable")
+            .filter(|(v, _)| v == "1")
+            .map(|(_, source)| format!("ipv6.disable=1 on the kernel command line ({source})"))
+    }
 }
 
 /// The runtime value of a key on a live host.
@@ -228,9 +350,14 @@ mod tests {
 
     #[test]
     fn parses_comments_dashes_and_bad_lines() {
-        let (a, b) = parse_file(
+        let p = parse_file(
             "/etc/sysctl.d/x.conf",
-            "# c\n; c\n\nkernel.kptr_restrict = 2\n-net.ipv4.tcp_syncookies=1\ngarbage line\nnet/ipv4/conf/eth0.100/rp_filter = 1\n",
+            "# c\n; c\n\nkernel.kptr_restrict = 2\n-net.ipv4.tcp_syncookies=1\ngarbage line\nnet/ipv4/conf/eth0.100/rp_filter = 1\n-net.ipv4.conf.all.rp_filter\n",
+        );
+        let (a, b) = (p.assignments, p.bad_lines);
+        assert_eq!(
+            p.glob_exclusions,
+            [("net.ipv4.conf.all.rp_filter".to_string(), "/etc/sysctl.d/x.conf:8".to_string())]
         );
         assert_eq!(a.len(), 3);
         assert_eq!(a[0].key, "kernel.kptr_restrict");
@@ -279,6 +406,12 @@ mod tests {
         assert_eq!(cfg.configured("net.ipv4.conf.default.rp_filter").unwrap().value, "1");
         assert_eq!(cfg.configured("net.ipv4.conf.all.rp_filter").unwrap().value, "0");
         assert!(cfg.masked.iter().any(|m| m.ends_with("50-x.conf")));
+        // A `-key` line keeps globs off that key (systemd's 50-default.conf
+        // does this for rp_filter on `all`).
+        write(r, "/etc/sysctl.d/95-exclude.conf", "-net.ipv4.conf.all.rp_filter\n");
+        let cfg = load_config(&Host::offline(r));
+        assert!(cfg.configured("net.ipv4.conf.all.rp_filter").is_none());
+        assert_eq!(cfg.configured("net.ipv4.conf.default.rp_filter").unwrap().value, "1");
     }
 
     #[test]

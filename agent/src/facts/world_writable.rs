@@ -1,4 +1,4 @@
-//! A bounded walk of the system directories for world-writable regular
+//! A bounded walk of the local file systems for world-writable regular
 //! files and for world-writable directories without the sticky bit.
 //!
 //! This is the one fact module that touches the filesystem with `std::fs`
@@ -14,8 +14,9 @@
 //! - a root that is itself a symlink (`/bin -> usr/bin` on merged-/usr
 //!   systems) is skipped: its target is walked under its own root;
 //! - on a live host the walk stays on the device of each root (no descent
-//!   into other mounts: container layers, network filesystems), and `/proc`,
-//!   `/sys`, `/dev` and `/run` are always skipped;
+//!   into other mounts, as `find -xdev`); the checks add every local mount
+//!   as a root of its own (see [`local_mount_roots`]), and `/proc` and
+//!   `/sys` are always skipped;
 //! - the number of entries examined is capped; a capped walk is reported as
 //!   such, never as clean.
 //!
@@ -31,8 +32,63 @@ use std::rc::Rc;
 use super::{Facts, Gather};
 use crate::host::{FileKind, Host};
 
-/// Pseudo and runtime filesystems: never walked, whatever the roots say.
-pub const ALWAYS_SKIPPED: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
+/// Kernel interfaces, never walked whatever the roots say.
+pub const ALWAYS_SKIPPED: [&str; 2] = ["/proc", "/sys"];
+
+/// File system types CIS Debian 12 7.1.11 does not walk (network, removable
+/// and firmware file systems), plus kernel pseudo file systems that hold no
+/// regular files or directories anyone creates.
+const NOT_WALKED_FS: [&str; 22] = [
+    "nfs",
+    "nfs4",
+    "proc",
+    "smb",
+    "smb3",
+    "cifs",
+    "vfat",
+    "iso9660",
+    "efivarfs",
+    "selinuxfs",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "pstore",
+    "bpf",
+    "binfmt_misc",
+    "nsfs",
+];
+
+/// Mount points CIS Debian 12 7.1.11 does not walk: scratch space and
+/// per-user runtime directories (`/tmp*`, `/var/tmp*`, `/run/user/*`).
+fn mount_not_walked(mount_point: &str) -> bool {
+    mount_point.starts_with("/tmp") || mount_point.starts_with("/var/tmp") || mount_point.starts_with("/run/user/")
+}
+
+/// The local mounts of a live host that a CIS 7.1.11 walk covers, as extra
+/// roots (the walk of each stays on its own device). Offline there are no
+/// mounts: the root itself is walked.
+pub fn local_mount_roots(facts: &Facts<'_>) -> Result<Vec<String>, String> {
+    if !facts.host().is_live() {
+        return Ok(Vec::new());
+    }
+    let m = facts.get::<super::mounts::MountFacts>();
+    let table = m.table.as_ref().map_err(|e| e.to_string())?;
+    let mut roots: Vec<String> = table
+        .entries
+        .iter()
+        .filter(|e| !NOT_WALKED_FS.contains(&e.fs_type.as_str()) && !e.fs_type.starts_with("fuse."))
+        .filter(|e| !mount_not_walked(&e.mount_point))
+        .map(|e| e.mount_point.clone())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    Ok(roots)
+}
 
 /// At most this many paths of each kind are kept for the evidence.
 pub const MAX_LISTED: usize = 50;
@@ -104,6 +160,19 @@ impl WalkResult {
     }
 }
 
+/// True when `path` matches an exclude: a path prefix (`/run/user`), or,
+/// written `*/name`, any directory called `name` wherever it is (CIS
+/// 7.1.11's `*/containerd/*`).
+fn excluded(path: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(tail) if tail.starts_with('/') => {
+            let tail = tail.trim_end_matches('/');
+            path.ends_with(tail) || path.contains(&format!("{tail}/"))
+        }
+        _ => is_under(path, pattern),
+    }
+}
+
 /// True when `path` is `prefix` or below it.
 fn is_under(path: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('/');
@@ -121,7 +190,7 @@ fn join(dir: &str, name: &str) -> String {
 pub fn walk(host: &Host, params: &WalkParams) -> WalkResult {
     let mut res = WalkResult::default();
     let skipped = |path: &str| {
-        ALWAYS_SKIPPED.iter().any(|s| is_under(path, s)) || params.excludes.iter().any(|e| is_under(path, e))
+        ALWAYS_SKIPPED.iter().any(|s| is_under(path, s)) || params.excludes.iter().any(|e| excluded(path, e))
     };
     for root in &params.roots {
         if res.capped {
@@ -166,6 +235,9 @@ pub fn walk(host: &Host, params: &WalkParams) -> WalkResult {
                 continue;
             }
         };
+        if res.walked_roots.iter().any(|w| w == root) {
+            continue;
+        }
         res.classify(root, FileKind::Dir, meta.mode);
         res.walked_roots.push(root.to_string());
         walk_tree(host.is_live(), meta.dev, real, root.to_string(), params.max_entries, &skipped, &mut res);
@@ -318,7 +390,18 @@ mod tests {
         assert_eq!(res.files_count, 1, "/usr/bin/tool once, not twice through /bin");
         assert!(res.skipped_roots.iter().any(|(p, why)| p == "/bin" && why.contains("symbolic link")));
         assert!(res.skipped_roots.iter().any(|(p, why)| p == "/proc" && why == "excluded"));
-        assert!(res.skipped_roots.iter().any(|(p, _)| p == "/run"));
+        assert!(res.walked_roots.iter().any(|p| p == "/run"), "/run is walked, as CIS 7.1.11 does");
+    }
+
+    #[test]
+    fn name_patterns_exclude_a_directory_anywhere() {
+        assert!(excluded("/var/lib/containerd", "*/containerd"));
+        assert!(excluded("/var/lib/containerd/io.containerd/x", "*/containerd"));
+        assert!(excluded("/run/containerd/s", "*/containerd"));
+        assert!(!excluded("/var/lib/containerd-old", "*/containerd"));
+        assert!(excluded("/var/lib/kubelet/pods/abc", "*/kubelet/pods"));
+        assert!(!excluded("/var/lib/kubelet/podsx", "*/kubelet/pods"));
+        assert!(excluded("/run/user/1000", "/run/user"));
     }
 
     #[test]
