@@ -25,8 +25,7 @@ $bin/kosmos-node-agent check --root tests/fixtures/hardened --output json --fail
 
 phase() { # name nodes rate
   local dir="$work/$1"; mkdir -p "$dir"; : > "$dir/collector.toml"
-  # MALLOC_ARENA_MAX=2: as systemd/kosmos-collector.service runs it.
-  MALLOC_ARENA_MAX=2 KOSMOS_COLLECTOR_LOG=warn $bin/kosmos-collector --config "$dir/collector.toml" --data-dir "$dir" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$dir/out" &
+  KOSMOS_COLLECTOR_LOG=warn $bin/kosmos-collector --config "$dir/collector.toml" --data-dir "$dir" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$dir/out" &
   local pid=$!
   for _ in $(seq 100); do [ -s "$dir/grpc.addr" ] && break; sleep 0.1; done
   local addr; addr=$(cat "$dir/grpc.addr")

@@ -102,6 +102,7 @@ pub struct RawConfig {
     pub backoff_min_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub stream_linger_secs: Option<u64>,
     pub root: Option<PathBuf>,
 }
 
@@ -129,6 +130,7 @@ impl RawConfig {
             backoff_min_ms,
             backoff_max_ms,
             shutdown_grace_secs,
+            stream_linger_secs,
             root
         );
     }
@@ -151,6 +153,11 @@ pub struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub shutdown_grace: Duration,
+    /// How long the Attest stream stays open with nothing to deliver before
+    /// the agent ends it (keeping the connection, on which the next report
+    /// opens a new stream); None: for good. An idle stream holds buffers on
+    /// the collector for every node of the fleet.
+    pub stream_linger: Option<Duration>,
     pub root: PathBuf,
 }
 
@@ -311,6 +318,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
     let backoff_min_ms = p.range("backoff_min_ms", raw.backoff_min_ms.unwrap_or(500), 1, 3_600_000);
     let backoff_max_ms = p.range("backoff_max_ms", raw.backoff_max_ms.unwrap_or(60_000), 1, 3_600_000);
     let shutdown_grace_secs = p.range("shutdown_grace_secs", raw.shutdown_grace_secs.unwrap_or(10), 0, 600);
+    let stream_linger_secs = p.range("stream_linger_secs", raw.stream_linger_secs.unwrap_or(30), 0, 24 * 3600);
     if backoff_max_ms < backoff_min_ms {
         p.bad("backoff_max_ms", format!("must not be below backoff_min_ms ({backoff_min_ms})"));
     }
@@ -366,6 +374,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
         backoff_min: Duration::from_millis(backoff_min_ms),
         backoff_max: Duration::from_millis(backoff_max_ms.max(backoff_min_ms)),
         shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+        stream_linger: (stream_linger_secs > 0).then(|| Duration::from_secs(stream_linger_secs)),
         root,
     }
 }

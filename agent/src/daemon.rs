@@ -184,6 +184,9 @@ pub async fn run(
         appended: shared.appended.clone(),
         status: status.clone(),
         backoff: Backoff::new(shared.config.backoff_min, shared.config.backoff_max),
+        node_id: shared.node_id.clone(),
+        key: shared.key.clone(),
+        linger: shared.config.stream_linger,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -442,6 +445,7 @@ mod tests {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            stream_linger: None,
             root: root.to_path_buf(),
         }
     }

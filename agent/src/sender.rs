@@ -12,6 +12,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
+
 use kosmos_proto::v1::AttestationEnvelope;
 use kosmos_proto::v1::attestation_client::AttestationClient;
 use tokio::sync::{Notify, mpsc};
@@ -26,8 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envelopes in flight on the stream before waiting for the transport.
 const IN_FLIGHT: usize = 16;
 
-/// Exponential backoff with full jitter: the n-th consecutive failure waits a
-/// uniformly random time in `[min, min(max, min * 2^n)]`.
+/// Exponential backoff with full jitter: the n-th consecutive failure (from
+/// 0) waits a uniformly random time in `[min, min(max, min * 2^(n+1))]`.
+/// Even the first retry is spread over `[min, 2 min]`: when a collector
+/// restarts, thousands of agents lose their stream at the same instant, and
+/// a fixed first delay would bring them all back at the same instant too.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -48,7 +53,7 @@ impl Backoff {
 
     /// The upper bound of the next delay.
     pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32.checked_shl(self.attempt.saturating_add(1).min(31)).unwrap_or(u32::MAX);
         self.min.saturating_mul(factor).min(self.max)
     }
 
@@ -146,7 +151,6 @@ impl Goal for AckedAtLeast {
 }
 
 /// The sending side of the daemon.
-#[derive(Debug)]
 pub struct Sender {
     pub endpoint: Endpoint,
     pub spool: Arc<Mutex<Spool>>,
@@ -154,6 +158,22 @@ pub struct Sender {
     pub appended: Arc<Notify>,
     pub status: Arc<StatusBoard>,
     pub backoff: Backoff,
+    /// The node's id and key: a refused envelope is replaced by a signed gap
+    /// marker.
+    pub node_id: String,
+    pub key: SigningKey,
+    /// End the stream after this long with nothing to deliver, keeping the
+    /// connection (`stream_linger_secs`); None keeps it open for good.
+    pub linger: Option<Duration>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("endpoint", &self.endpoint.uri())
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn spool_error(e: impl std::fmt::Display) -> String {
@@ -204,7 +224,45 @@ impl Sender {
         }
     }
 
-    /// One connection and stream.
+    /// The collector refused `seq` for good: set it aside with a signed gap
+    /// marker in its place (see [`Spool::set_aside`]), so the spool is not
+    /// wedged on it, and say so in the logs and the status. Returns why the
+    /// session ends (the collector closes the stream after a refusal).
+    fn set_aside(&self, seq: u64, reason: &str) -> Result<String, String> {
+        let template = kosmos_proto::v1::AttestationBody {
+            node_id: self.node_id.clone(),
+            created_at_unix_ms: chrono::Utc::now().timestamp_millis(),
+            agent_version: crate::engine::AGENT_VERSION.to_string(),
+            ..Default::default()
+        };
+        let (marker, spooled, quarantined) = {
+            let mut spool = self.lock()?;
+            let marker = spool.set_aside(&self.key, seq, &template, reason).map_err(spool_error)?;
+            (marker, spool.len(), spool.quarantined().len())
+        };
+        self.appended.notify_one();
+        self.status.spooled(spooled, quarantined);
+        match marker {
+            Some(gap_seq) => {
+                tracing::error!(
+                    seq,
+                    gap_seq,
+                    reason,
+                    "the collector refused envelope {seq} for good: moved to the spool's quarantine, gap declared in envelope {gap_seq}"
+                );
+                self.status.refused(seq, reason);
+                Ok(format!(
+                    "collector refused envelope {seq} for good ({reason}); set aside, gap declared as seq {gap_seq}"
+                ))
+            }
+            None => Ok(format!("collector refused envelope {seq} ({reason}), which is no longer spooled")),
+        }
+    }
+
+    /// One connection: a stream while there is something to deliver (and
+    /// for the linger after), then, with nothing to deliver, the connection
+    /// alone (HTTP/2 keepalive pings keep it known to be alive), and a new
+    /// stream on it when the next envelope is spooled.
     pub async fn session(
         &mut self,
         goal: &dyn Goal,
@@ -214,6 +272,35 @@ impl Sender {
             return Ok(SessionEnd::Done);
         }
         let channel = self.endpoint.connect().await.map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+        loop {
+            match self.stream(channel.clone(), goal, stop.as_deref_mut()).await? {
+                StreamEnd::Session(end) => return Ok(end),
+                StreamEnd::Idle => {
+                    tracing::debug!("nothing to deliver: stream ended, connection kept");
+                    let stop_fut = async {
+                        match stop.as_deref_mut() {
+                            Some(rx) => {
+                                let _ = rx.changed().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = stop_fut => return Ok(SessionEnd::Stopped),
+                        () = self.appended.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One Attest stream on `channel`.
+    async fn stream(
+        &mut self,
+        channel: tonic::transport::Channel,
+        goal: &dyn Goal,
+        mut stop: Option<&mut tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<StreamEnd, String> {
         let (tx, rx) = mpsc::channel::<AttestationEnvelope>(IN_FLIGHT);
         let mut client = AttestationClient::new(channel);
         let mut inbound = client
@@ -225,11 +312,24 @@ impl Sender {
         tracing::info!(collector = %self.endpoint.uri(), "attestation stream open");
         // The last seq handed to the stream in this session.
         let mut cursor = 0u64;
+        let mut idle_since = tokio::time::Instant::now();
         loop {
             if self.goal_reached(goal)? {
-                return Ok(SessionEnd::Done);
+                return Ok(StreamEnd::Session(SessionEnd::Done));
             }
-            let next = self.lock()?.next_after(cursor);
+            let (next, drained) = {
+                let spool = self.lock()?;
+                (spool.next_after(cursor), spool.is_empty())
+            };
+            // Nothing in flight and nothing to send: after the linger, end
+            // the stream (the collector frees what it held for it).
+            let linger_over = match (drained, self.linger) {
+                (true, Some(linger)) => Some(idle_since + linger),
+                _ => {
+                    idle_since = tokio::time::Instant::now();
+                    None
+                }
+            };
             let stop_fut = async {
                 match stop.as_deref_mut() {
                     Some(rx) => {
@@ -238,11 +338,14 @@ impl Sender {
                     None => std::future::pending::<()>().await,
                 }
             };
-            tokio::select! {
+            let lingered = tokio::select! {
                 biased;
-                () = stop_fut => return Ok(SessionEnd::Stopped),
-                msg = inbound.message() => match msg {
+                () = stop_fut => return Ok(StreamEnd::Session(SessionEnd::Stopped)),
+                msg = inbound.message() => { match msg {
                     Ok(Some(ack)) => {
+                        if !ack.error.is_empty() && ack.refused_seq > 0 {
+                            return Err(self.set_aside(ack.refused_seq, &ack.error)?);
+                        }
                         if !ack.error.is_empty() {
                             return Err(format!("collector refused an envelope: {}", ack.error));
                         }
@@ -260,7 +363,7 @@ impl Sender {
                     }
                     Ok(None) => return Err("the collector closed the stream".into()),
                     Err(s) => return Err(format!("{}: {}", s.code(), s.message())),
-                },
+                } false },
                 permit = tx.reserve(), if next.is_some() => {
                     let permit = permit.map_err(|_| "the stream's sending side closed".to_string())?;
                     let seq = next.unwrap_or(cursor);
@@ -271,11 +374,35 @@ impl Sender {
                     if let Some(env) = env {
                         permit.send(env);
                     }
+                    false
                 },
-                () = self.appended.notified(), if next.is_none() => {}
+                () = self.appended.notified(), if next.is_none() => false,
+                () = async {
+                    match linger_over {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            if lingered {
+                drop(tx);
+                // The collector ends its side once ours is closed.
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
+                return Ok(StreamEnd::Idle);
             }
         }
     }
+}
+
+/// How one stream ended without error.
+enum StreamEnd {
+    /// The session is over (goal reached or stopped).
+    Session(SessionEnd),
+    /// Nothing left to deliver for the linger: the connection is kept.
+    Idle,
 }
 
 #[cfg(test)]
@@ -293,10 +420,10 @@ mod tests {
             assert!(d >= min && d <= ceiling, "{d:?} not in [{min:?}, {ceiling:?}]");
             ceilings.push(ceiling.as_millis());
         }
-        assert_eq!(&ceilings[..7], &[100, 200, 400, 800, 1600, 3200, 5000]);
+        assert_eq!(&ceilings[..7], &[200, 400, 800, 1600, 3200, 5000, 5000]);
         assert!(ceilings[7..].iter().all(|&c| c == 5000));
         b.reset();
-        assert_eq!(b.ceiling(), min);
+        assert_eq!(b.ceiling(), min * 2, "even the first retry is jittered");
         // Full jitter: draws spread over the range, not all at the ceiling.
         let mut b = Backoff::with_seed(min, max, 7);
         for _ in 0..10 {

@@ -262,16 +262,7 @@ impl Spool {
         }
         if let Some(range) = dropped {
             tracing::warn!(first = range.first_seq, last = range.last_seq, reason = %range.reason, "dropped envelopes");
-            let gap = AttestationBody {
-                node_id: template.node_id.clone(),
-                created_at_unix_ms: template.created_at_unix_ms,
-                agent_version: template.agent_version.clone(),
-                profile_name: template.profile_name.clone(),
-                profile_version: template.profile_version.clone(),
-                trigger: Trigger::Gap as i32,
-                dropped: Some(range.clone()),
-                ..Default::default()
-            };
+            let gap = gap_marker(&template, range.clone());
             pushed.gap_seq = Some(self.store_next(key, &gap)?);
             pushed.gap = Some(range);
         }
@@ -326,6 +317,36 @@ impl Spool {
             self.total_bytes = self.total_bytes.saturating_sub(size);
         }
         Ok(())
+    }
+
+    /// The collector refused envelope `seq` for good (it will never accept it
+    /// as it is): move it to the quarantine (kept for inspection, never sent
+    /// again) and declare the hole with a signed `TRIGGER_GAP` envelope that
+    /// names the reason, so the chain carries on and the collector records
+    /// why. `template` gives the marker's node id, version and time. Returns
+    /// the marker's seq, or None when `seq` is not spooled (already acked or
+    /// set aside).
+    pub fn set_aside(
+        &mut self,
+        key: &SigningKey,
+        seq: u64,
+        template: &AttestationBody,
+        reason: &str,
+    ) -> Result<Option<u64>, SpoolError> {
+        if !self.index.contains_key(&seq) {
+            return Ok(None);
+        }
+        let name = file_name(seq);
+        let path = self.dir.join(&name);
+        if let Some(size) = self.index.remove(&seq) {
+            self.total_bytes = self.total_bytes.saturating_sub(size);
+        }
+        let why = format!("refused by the collector: {reason}");
+        if path.exists() {
+            self.quarantine(&name, &path, &why)?;
+        }
+        let gap = gap_marker(template, DroppedRange { first_seq: seq, last_seq: seq, reason: why });
+        Ok(Some(self.store_next(key, &gap)?))
     }
 
     /// The collector durably holds everything up to `acked_seq`: delete it.
@@ -406,6 +427,21 @@ impl Spool {
     }
 }
 
+/// A signed gap marker declaring `range` missing, with the identity fields
+/// of the round it stands in for.
+fn gap_marker(template: &AttestationBody, range: DroppedRange) -> AttestationBody {
+    AttestationBody {
+        node_id: template.node_id.clone(),
+        created_at_unix_ms: template.created_at_unix_ms,
+        agent_version: template.agent_version.clone(),
+        profile_name: template.profile_name.clone(),
+        profile_version: template.profile_version.clone(),
+        trigger: Trigger::Gap as i32,
+        dropped: Some(range),
+        ..Default::default()
+    }
+}
+
 fn file_name(seq: u64) -> String {
     format!("{seq:020}{SUFFIX}")
 }
@@ -456,7 +492,7 @@ pub fn decode_frame(bytes: &[u8], expected_seq: u64) -> Result<(AttestationEnvel
         return Err("checksum mismatch".into());
     }
     let env = AttestationEnvelope::decode(payload).map_err(|e| format!("envelope does not decode: {e}"))?;
-    let body = AttestationBody::decode(env.body.as_slice()).map_err(|e| format!("body does not decode: {e}"))?;
+    let body = AttestationBody::decode(env.body.clone()).map_err(|e| format!("body does not decode: {e}"))?;
     if body.seq != expected_seq {
         return Err(format!("body seq {} does not match the file name", body.seq));
     }
@@ -503,7 +539,7 @@ mod tests {
             profile_name: "kosmos-external".into(),
             profile_version: "1".into(),
             trigger: Trigger::Schedule as i32,
-            report_json: vec![b'x'; n],
+            report_json: vec![b'x'; n].into(),
             ..Default::default()
         }
     }
@@ -663,7 +699,7 @@ mod tests {
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256), seq in 0u64..10) {
             let _ = decode_frame(&bytes, seq);
-            let mut framed = encode_frame(&AttestationEnvelope { body: bytes.clone(), signature: vec![] });
+            let mut framed = encode_frame(&AttestationEnvelope { body: bytes.clone().into(), signature: vec![] });
             let _ = decode_frame(&framed, seq);
             framed.truncate(bytes.len() / 2);
             let _ = decode_frame(&framed, seq);

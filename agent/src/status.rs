@@ -14,6 +14,9 @@ struct State {
     last_error: Option<String>,
     acked_seq: u64,
     quarantined: usize,
+    /// Envelopes the collector refused for good, and the last reason.
+    refused: usize,
+    last_refusal: Option<String>,
     phase: Option<&'static str>,
 }
 
@@ -79,6 +82,14 @@ impl StatusBoard {
         });
     }
 
+    /// The collector refused envelope `seq` for good; it was set aside.
+    pub fn refused(&self, seq: u64, reason: &str) {
+        self.update(|s| {
+            s.refused += 1;
+            s.last_refusal = Some(format!("seq {seq}: {reason}"));
+        });
+    }
+
     pub fn phase(&self, phase: &'static str) {
         self.update(|s| s.phase = Some(phase));
     }
@@ -106,6 +117,9 @@ fn render(s: &State) -> String {
     parts.push(format!("{} spooled", s.spooled));
     if s.quarantined > 0 {
         parts.push(format!("{} quarantined", s.quarantined));
+    }
+    if let Some(last) = &s.last_refusal {
+        parts.push(format!("{} refused by the collector (last {last})", s.refused));
     }
     parts.push(match (&s.connected, &s.last_error) {
         (true, _) => "connected".to_string(),

@@ -173,7 +173,7 @@ impl Attestation for TestAttestation {
                 let body = match open(&env, &key) {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = tx.send(Ok(Ack { acked_seq: 0, error: e.to_string() })).await;
+                        let _ = tx.send(Ok(Ack { acked_seq: 0, error: e.to_string(), refused_seq: 0 })).await;
                         return;
                     }
                 };
@@ -197,13 +197,15 @@ impl Attestation for TestAttestation {
                 };
                 match action {
                     Some(true) => {
-                        let _ = tx.send(Ok(Ack { acked_seq: 0, error: "refused for the test".into() })).await;
+                        let _ = tx
+                            .send(Ok(Ack { acked_seq: 0, error: "refused for the test".into(), refused_seq: 0 }))
+                            .await;
                         return;
                     }
                     Some(false) => return,
                     None => {}
                 }
-                if tx.send(Ok(Ack { acked_seq: seq, error: String::new() })).await.is_err() {
+                if tx.send(Ok(Ack { acked_seq: seq, error: String::new(), refused_seq: 0 })).await.is_err() {
                     return;
                 }
             }

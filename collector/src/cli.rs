@@ -201,7 +201,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             let (_, mut store) = open(&cfg)?;
             for n in store.nodes()? {
                 let state = if n.revoked_at_ms.is_some() { "revoked" } else { "active" };
-                say(&format!("{}\t{}\t{}\thead_seq={}\n", n.id, n.hostname, state, n.head_seq));
+                // The hostname is the node's to choose: one line per node.
+                let host = crate::untrusted::terminal(&n.hostname);
+                say(&format!("{}\t{}\t{}\thead_seq={}\n", n.id, host, state, n.head_seq));
             }
             Ok(0)
         }
@@ -311,6 +313,7 @@ fn serve(
 ) -> Result<u8, CliError> {
     let http_addr = http_listen.unwrap_or(cfg.http_listen);
     let token = crate::dashboard::load_token(http_addr, cfg.http_token_file.as_deref())?;
+    raise_open_files_limit(cfg.limits.max_connections);
     let (pki, mut store) = open(&cfg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -323,7 +326,14 @@ fn serve(
     let (writer, writer_thread) = StoreWriter::spawn(Box::new(store), Some(wal_sync));
     let metrics = Arc::new(Metrics::default());
     let dashboard = Arc::new(Dashboard::new(cfg.database(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
-    let shared = Shared { writer, pki: Arc::new(pki), node_cert_days: cfg.node_cert_days, metrics };
+    let shared = Shared {
+        writer,
+        pki: Arc::new(pki),
+        node_cert_days: cfg.node_cert_days,
+        metrics,
+        streams: Arc::default(),
+        limits: cfg.limits,
+    };
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -384,6 +394,26 @@ fn serve(
     let _ = writer_thread.join();
     drop(checkpointer);
     result.map(|()| 0)
+}
+
+/// Each agent connection is a file descriptor: raise the soft limit to the
+/// hard one (systemd's `LimitNOFILE` sets both; a shell often has a soft
+/// limit of 1024), and say so when it stays below what the connection cap
+/// needs.
+fn raise_open_files_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!("cannot raise the open-files limit from {soft} to {hard}");
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    // Connections plus the store, the dashboard and its clients.
+    let wanted = max_connections as u64 + 256;
+    if now < wanted {
+        tracing::warn!(
+            "the open-files limit is {now}, below limits.max_connections + 256 ({wanted}): connections beyond it fail to be accepted; raise LimitNOFILE"
+        );
+    }
 }
 
 /// `Type=notify`: tell systemd the listener is bound (so READY is true when

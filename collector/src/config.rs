@@ -42,6 +42,22 @@ struct RawConfig {
     http_token_file: Option<PathBuf>,
     report_interval_secs: Option<u64>,
     tls: Option<RawTls>,
+    limits: Option<RawLimits>,
+}
+
+/// `[limits]`: what a connection or a stream may hold (see
+/// [`crate::server`]). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    max_connections_per_node: Option<usize>,
+    handshake_timeout_secs: Option<u64>,
+    enroll_connection_secs: Option<u64>,
+    read_idle_secs: Option<u64>,
+    keepalive_interval_secs: Option<u64>,
+    keepalive_timeout_secs: Option<u64>,
+    stream_idle_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +87,8 @@ pub struct Config {
     /// The attestation interval the agents are configured with; a node
     /// silent for three of them is stale.
     pub report_interval_secs: u64,
+    /// Connection and stream limits of the gRPC port.
+    pub limits: crate::server::Limits,
 }
 
 impl Config {
@@ -112,7 +130,10 @@ impl Config {
             });
         }
         let http_listen = raw.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7080)));
+        let limits = limits(raw.limits.unwrap_or_default(), report_interval_secs)
+            .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
         Ok(Config {
+            limits,
             http_listen,
             http_token_file: raw.http_token_file,
             report_interval_secs,
@@ -128,5 +149,108 @@ impl Config {
     /// The SQLite database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("collector.db")
+    }
+}
+
+/// Validate `[limits]`. A stream may stay silent for three report intervals
+/// and a minute by default: an agent sends at least one envelope per interval.
+fn limits(raw: RawLimits, report_interval_secs: u64) -> Result<crate::server::Limits, String> {
+    use std::time::Duration;
+    let d = crate::server::Limits::default();
+    let secs = |v: Option<u64>, default: Duration, name: &str, range: std::ops::RangeInclusive<u64>| {
+        let v = v.unwrap_or(default.as_secs());
+        if range.contains(&v) {
+            Ok(Duration::from_secs(v))
+        } else {
+            Err(format!("limits.{name} must be {}..={}", range.start(), range.end()))
+        }
+    };
+    let count = |v: Option<usize>, default: usize, name: &str, range: std::ops::RangeInclusive<usize>| {
+        let v = v.unwrap_or(default);
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("limits.{name} must be {}..={}", range.start(), range.end()))
+        }
+    };
+    let limits = crate::server::Limits {
+        max_connections: count(raw.max_connections, d.max_connections, "max_connections", 1..=1_000_000)?,
+        max_connections_per_node: count(
+            raw.max_connections_per_node,
+            d.max_connections_per_node,
+            "max_connections_per_node",
+            1..=64,
+        )?,
+        handshake_timeout: secs(raw.handshake_timeout_secs, d.handshake_timeout, "handshake_timeout_secs", 1..=300)?,
+        unauthenticated_lifetime: secs(
+            raw.enroll_connection_secs,
+            d.unauthenticated_lifetime,
+            "enroll_connection_secs",
+            1..=3600,
+        )?,
+        read_idle: secs(raw.read_idle_secs, d.read_idle, "read_idle_secs", 1..=86_400)?,
+        keepalive_interval: secs(
+            raw.keepalive_interval_secs,
+            d.keepalive_interval,
+            "keepalive_interval_secs",
+            1..=3600,
+        )?,
+        keepalive_timeout: secs(raw.keepalive_timeout_secs, d.keepalive_timeout, "keepalive_timeout_secs", 1..=600)?,
+        stream_idle: secs(
+            raw.stream_idle_secs,
+            Duration::from_secs(report_interval_secs.saturating_mul(3).saturating_add(60)),
+            "stream_idle_secs",
+            1..=7 * 86_400,
+        )?,
+    };
+    if limits.read_idle <= limits.keepalive_interval {
+        return Err(
+            "limits.read_idle_secs must be longer than limits.keepalive_interval_secs (a live peer answers the pings)"
+                .into(),
+        );
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped collector.toml shows every key with its real default:
+    /// uncommenting everything but the `[tls]` table (which replaces the
+    /// managed PKI) changes nothing.
+    #[test]
+    fn shipped_config_documents_the_real_defaults() {
+        let shipped = include_str!("../../packaging/collector/collector.toml");
+        let mut in_tls = false;
+        let uncommented: String = shipped
+            .lines()
+            .filter_map(|line| {
+                let body = line.strip_prefix('#')?;
+                if body.starts_with('[') {
+                    in_tls = body.starts_with("[tls]");
+                }
+                let key = body.split('=').next()?.trim();
+                let is_setting = body.starts_with('[')
+                    || (!key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        && body.contains('='));
+                (is_setting && !in_tls).then(|| format!("{body}\n"))
+            })
+            .collect();
+        assert!(uncommented.contains("[limits]") && uncommented.contains("stream_idle_secs"), "{uncommented}");
+        let t = tempfile::tempdir().unwrap();
+        let all_path = t.path().join("all.toml");
+        std::fs::write(&all_path, &uncommented).unwrap();
+        let empty_path = t.path().join("empty.toml");
+        std::fs::write(&empty_path, "").unwrap();
+        let dir = Path::new("/var/lib/kosmos-collector");
+        let all = Config::load(Some(&all_path), Some(dir)).unwrap();
+        let defaults = Config::load(Some(&empty_path), Some(dir)).unwrap();
+        assert_eq!(all.limits, defaults.limits);
+        assert_eq!(all.grpc_listen, defaults.grpc_listen);
+        assert_eq!(all.http_listen, defaults.http_listen);
+        assert_eq!(all.report_interval_secs, defaults.report_interval_secs);
+        assert_eq!(all.node_cert_days, defaults.node_cert_days);
     }
 }

@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// jemalloc returns the memory a burst used (a reconnect storm, thousands
+/// of first reports) once it is free; glibc's malloc kept it resident.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 use kosmos_collector::cli::{self, Cli};
 

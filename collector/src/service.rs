@@ -14,8 +14,9 @@ use kosmos_proto::identity;
 use kosmos_proto::v1::attestation_server::Attestation;
 use kosmos_proto::v1::enrollment_server::Enrollment;
 use kosmos_proto::v1::{Ack, AttestationEnvelope, EnrollRequest, EnrollResponse};
+use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,6 +33,8 @@ pub struct Shared {
     pub pki: Arc<Pki>,
     pub node_cert_days: i64,
     pub metrics: Arc<Metrics>,
+    pub streams: Arc<StreamRegistry>,
+    pub limits: crate::server::Limits,
 }
 
 /// Attest service.
@@ -53,6 +56,29 @@ async fn record(writer: &StoreWriter, node_id: &str, seq: Option<u64>, kind: &st
     if let Err(e) = writer.call(move |s| s.record_event(&event)).await {
         tracing::error!("cannot record {kind} event for {node_id}: {e}");
     }
+}
+
+/// The largest seq the store can represent (a signed 64-bit column). A seq
+/// above it is refused, never stored under another value than the one acked.
+pub const MAX_STORABLE_SEQ: u64 = i64::MAX as u64;
+
+/// Why a stream's next message is not an envelope to process.
+enum StreamStop {
+    /// The client ended the stream (or went away): nothing to answer.
+    Closed,
+    /// A newer stream from the same node took over.
+    Replaced,
+    /// No envelope for the idle limit.
+    Idle,
+    /// The message could not be decoded (too large, cut, not protobuf).
+    Refused(Status),
+}
+
+/// Whether a receive error is our decoder refusing the message (no
+/// transport error behind it) rather than the client or the connection
+/// going away.
+fn is_refused_message(status: &Status) -> bool {
+    status.code() != tonic::Code::Cancelled && std::error::Error::source(status).is_none()
 }
 
 #[tonic::async_trait]
@@ -92,54 +118,141 @@ impl Attestation for AttestService {
         }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<Ack, Status>>(64);
+        // At most one live stream per node: a node that reconnects (after a
+        // network change, say) replaces its old stream, which ends here.
+        let (generation, mut replaced) = shared.streams.register(&node_id);
         tokio::spawn(async move {
             shared.metrics.streams_open.inc();
+            let idle = shared.limits.stream_idle;
             loop {
-                let env = match inbound.message().await {
-                    Ok(Some(env)) => env,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!("stream from {node_id} ended: {e}");
+                let next = tokio::select! {
+                    biased;
+                    _ = &mut replaced => Err(StreamStop::Replaced),
+                    m = tokio::time::timeout(idle, inbound.message()) => match m {
+                        Err(_) => Err(StreamStop::Idle),
+                        Ok(Ok(Some(env))) => Ok(env),
+                        Ok(Ok(None)) => Err(StreamStop::Closed),
+                        Ok(Err(status)) if is_refused_message(&status) => Err(StreamStop::Refused(status)),
+                        Ok(Err(status)) => {
+                            tracing::debug!(node = %node_id, "stream ended: {}: {}", status.code(), status.message());
+                            Err(StreamStop::Closed)
+                        }
+                    },
+                };
+                let env = match next {
+                    Ok(env) => env,
+                    Err(StreamStop::Closed) => break,
+                    Err(StreamStop::Replaced) => {
+                        shared.metrics.streams_replaced.inc();
+                        tracing::info!(node = %node_id, "stream replaced by a newer one from the same node");
+                        let _ = tx.send(Err(Status::aborted("replaced by a newer stream from the same node"))).await;
+                        break;
+                    }
+                    Err(StreamStop::Idle) => {
+                        shared.metrics.streams_idle_closed.inc();
+                        tracing::info!(node = %node_id, "no envelope for {}s: closing the stream", idle.as_secs());
+                        let _ = tx
+                            .send(Err(Status::deadline_exceeded(format!(
+                                "no envelope for {}s: idle stream closed",
+                                idle.as_secs()
+                            ))))
+                            .await;
+                        break;
+                    }
+                    Err(StreamStop::Refused(status)) => {
+                        let too_large =
+                            matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted);
+                        let reason = if too_large { "too_large" } else { "undecodable" };
+                        shared.metrics.refusal(reason);
+                        tracing::warn!(node = %node_id, "envelope refused ({reason}): {}", status.message());
+                        record(&shared.writer, &node_id, None, "malformed_envelope", status.message().to_string())
+                            .await;
+                        let message = format!("envelope refused: {}", status.message());
+                        let answer = if too_large {
+                            Status::resource_exhausted(message)
+                        } else {
+                            Status::invalid_argument(message)
+                        };
+                        let _ = tx.send(Err(answer)).await;
                         break;
                     }
                 };
                 let started = std::time::Instant::now();
-                let refuse = |reason: String| Ack { acked_seq: 0, error: reason };
+                // A refusal of this envelope for good: the agent sets it aside.
+                let refuse = |reason: String, seq: u64| Ack { acked_seq: 0, error: reason, refused_seq: seq };
                 let body = match chain::open(&env, &key) {
                     Ok(b) => b,
                     Err(e) => {
-                        shared.metrics.refused.inc();
-                        record(&shared.writer, &node_id, None, "bad_signature", e.to_string()).await;
-                        let _ = tx.send(Ok(refuse(format!("envelope refused: {e}")))).await;
+                        shared.metrics.refusal("bad_signature");
+                        // The seq as the unverified body claims it, so the
+                        // agent can find the envelope in its spool.
+                        let claimed = kosmos_proto::v1::AttestationBody::decode(env.body.clone()).map_or(0, |b| b.seq);
+                        record(
+                            &shared.writer,
+                            &node_id,
+                            Some(claimed).filter(|s| *s > 0 && *s <= MAX_STORABLE_SEQ),
+                            "bad_signature",
+                            e.to_string(),
+                        )
+                        .await;
+                        let _ = tx.send(Ok(refuse(format!("envelope refused: {e}"), claimed))).await;
                         break;
                     }
                 };
                 if body.node_id != node_id {
-                    shared.metrics.refused.inc();
+                    shared.metrics.refusal("identity_mismatch");
                     record(
                         &shared.writer,
                         &node_id,
-                        Some(body.seq),
+                        Some(body.seq).filter(|s| *s <= MAX_STORABLE_SEQ),
                         "identity_mismatch",
                         format!("body claims node {:?}, certificate says {node_id}", body.node_id),
                     )
                     .await;
-                    let _ = tx.send(Ok(refuse("body node_id does not match the client certificate".into()))).await;
+                    let _ = tx
+                        .send(Ok(refuse("body node_id does not match the client certificate".into(), body.seq)))
+                        .await;
+                    break;
+                }
+                if body.seq == 0 || body.seq > MAX_STORABLE_SEQ {
+                    shared.metrics.refusal("seq_out_of_range");
+                    record(
+                        &shared.writer,
+                        &node_id,
+                        None,
+                        "seq_out_of_range",
+                        format!("seq {} is outside 1..={MAX_STORABLE_SEQ}; the envelope was not stored", body.seq),
+                    )
+                    .await;
+                    let _ = tx
+                        .send(Ok(refuse(
+                            format!("envelope refused: seq {} is outside 1..={MAX_STORABLE_SEQ}", body.seq),
+                            body.seq,
+                        )))
+                        .await;
                     break;
                 }
                 let item = IngestItem::new(node_id.clone(), env.body, env.signature, body, now_ms());
                 let ack = match shared.writer.ingest(item).await {
                     Ok(IngestResult::Acked { head_seq }) => {
                         shared.metrics.observe_ingest(started.elapsed());
-                        Ack { acked_seq: head_seq, error: String::new() }
+                        Ack { acked_seq: head_seq, error: String::new(), refused_seq: 0 }
                     }
                     Ok(IngestResult::Refused { reason }) => {
-                        shared.metrics.refused.inc();
-                        let _ = tx.send(Ok(refuse(reason))).await;
+                        shared.metrics.refusal("node_refused");
+                        let _ = tx.send(Ok(Ack { acked_seq: 0, error: reason, refused_seq: 0 })).await;
+                        break;
+                    }
+                    Ok(IngestResult::Failed { reason }) => {
+                        // Storing this envelope failed on its own (the rest of
+                        // the batch was stored): the agent retries it later.
+                        shared.metrics.refusal("store_failed");
+                        tracing::error!(node = %node_id, "storing an envelope failed: {reason}");
+                        let _ = tx.send(Err(Status::unavailable("storing this envelope failed, retry later"))).await;
                         break;
                     }
                     Err(e) => {
-                        tracing::error!("storing an envelope from {node_id} failed: {e}");
+                        tracing::error!(node = %node_id, "storing an envelope failed: {e}");
                         let _ = tx.send(Err(Status::unavailable("store unavailable, retry later"))).await;
                         break;
                     }
@@ -148,9 +261,52 @@ impl Attestation for AttestService {
                     break;
                 }
             }
+            shared.streams.unregister(&node_id, generation);
             shared.metrics.streams_open.dec();
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The live Attest streams, one per node.
+#[derive(Debug, Default)]
+pub struct StreamRegistry {
+    // A std Mutex is fine: it is held for a map operation, never across an
+    // `.await`.
+    live: std::sync::Mutex<std::collections::HashMap<String, (u64, oneshot::Sender<()>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl StreamRegistry {
+    /// Register a new stream of `node`, ending its previous one. Returns the
+    /// stream's generation and the signal that a newer one replaced it.
+    pub fn register(&self, node: &str) -> (u64, oneshot::Receiver<()>) {
+        let generation = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut live) = self.live.lock()
+            && let Some((_, old)) = live.insert(node.to_string(), (generation, tx))
+        {
+            let _ = old.send(());
+        }
+        (generation, rx)
+    }
+
+    /// A stream ended; forget it unless a newer one already replaced it.
+    pub fn unregister(&self, node: &str, generation: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && live.get(node).is_some_and(|(g, _)| *g == generation)
+        {
+            live.remove(node);
+        }
+    }
+
+    /// Streams currently registered.
+    pub fn len(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -178,15 +334,16 @@ impl Enrollment for EnrollService {
         if req.csr_pem.len() > 64 * 1024 || req.hostname.len() > 253 || req.machine_id.len() > 128 {
             return Err(Status::invalid_argument("request fields too large"));
         }
-        let hash = token_hash(&req.token);
-        let verdict =
-            shared.writer.call(move |s| s.consume_token(&hash, now_ms())).await.map_err(internal)?.map_err(internal)?;
-        match verdict {
-            TokenUse::Accepted => {}
-            TokenUse::Unknown => return Err(Status::permission_denied("unknown enrollment token")),
-            TokenUse::AlreadyUsed => return Err(Status::permission_denied("enrollment token already used")),
-            TokenUse::Expired => return Err(Status::permission_denied("enrollment token expired")),
+        // Refuse what cannot be a hostname before anything is spent: a
+        // hostname is one line of text, shown to operators and auditors.
+        if let Some(problem) = crate::untrusted::hostname_problem(&req.hostname).or_else(|| {
+            crate::untrusted::hostname_problem(&req.machine_id).map(|p| p.replace("hostname", "machine id"))
+        }) {
+            return Err(Status::invalid_argument(problem));
         }
+        // The CSR is checked and signed first: a malformed one must not burn
+        // the token. The token is then consumed and the node recorded in one
+        // transaction, so a certificate is returned only for a recorded node.
         let node_id = format!("node-{}", random_hex(8)?);
         let (cert_pem, cert_der) = shared
             .pki
@@ -199,7 +356,15 @@ impl Enrollment for EnrollService {
             cert_der,
             enrolled_at_ms: now_ms(),
         };
-        shared.writer.call(move |s| s.insert_node(&node)).await.map_err(internal)?.map_err(internal)?;
+        let hash = token_hash(&req.token);
+        let verdict =
+            shared.writer.call(move |s| s.enroll(&hash, now_ms(), &node)).await.map_err(internal)?.map_err(internal)?;
+        match verdict {
+            TokenUse::Accepted => {}
+            TokenUse::Unknown => return Err(Status::permission_denied("unknown enrollment token")),
+            TokenUse::AlreadyUsed => return Err(Status::permission_denied("enrollment token already used")),
+            TokenUse::Expired => return Err(Status::permission_denied("enrollment token expired")),
+        }
         tracing::info!("enrolled {node_id}");
         Ok(Response::new(EnrollResponse { node_id, certificate_pem: cert_pem, ca_pem: shared.pki.ca_cert_pem.clone() }))
     }

@@ -27,7 +27,7 @@ pub fn body_hash(body: &[u8]) -> [u8; 32] {
 pub fn seal(key: &SigningKey, body: &AttestationBody) -> AttestationEnvelope {
     let bytes = body.encode_to_vec();
     let signature = key.sign(&bytes).to_bytes().to_vec();
-    AttestationEnvelope { body: bytes, signature }
+    AttestationEnvelope { body: bytes.into(), signature }
 }
 
 /// Why an envelope was refused.
@@ -57,7 +57,8 @@ pub fn open(env: &AttestationEnvelope, key: &VerifyingKey) -> Result<Attestation
         env.signature.as_slice().try_into().map_err(|_| VerifyError::BadSignatureLength(env.signature.len()))?;
     // verify_strict also rejects weak keys and malleable signatures.
     key.verify_strict(&env.body, &Signature::from_bytes(&sig)).map_err(|_| VerifyError::BadSignature)?;
-    let body = AttestationBody::decode(env.body.as_slice()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    // From the Bytes itself: report_json is then a slice of the body, not a copy.
+    let body = AttestationBody::decode(env.body.clone()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     if body.prev_hash.len() != 32 {
         return Err(VerifyError::BadPrevHash(body.prev_hash.len()));
     }
@@ -132,8 +133,10 @@ mod tests {
     fn tampering_is_detected() {
         let k = key();
         let mut env = seal(&k, &body(1, GENESIS_PREV_HASH));
-        let last = env.body.len() - 1;
-        env.body[last] ^= 1;
+        let mut tampered = env.body.to_vec();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        env.body = tampered.into();
         assert_eq!(open(&env, &k.verifying_key()), Err(VerifyError::BadSignature));
         let other = SigningKey::from_bytes(&[8u8; 32]);
         let env = seal(&other, &body(1, GENESIS_PREV_HASH));
@@ -160,7 +163,7 @@ mod tests {
         #[test]
         fn open_never_panics_on_garbage(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
                                         sig in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
-            let _ = open(&AttestationEnvelope { body, signature: sig }, &key().verifying_key());
+            let _ = open(&AttestationEnvelope { body: body.into(), signature: sig }, &key().verifying_key());
         }
     }
 }

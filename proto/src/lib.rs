@@ -4,6 +4,7 @@
 //! carried in certificates, and the report's encoding and index digest.
 
 pub mod chain;
+pub mod codec;
 pub mod identity;
 pub mod report;
 

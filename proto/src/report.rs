@@ -51,7 +51,7 @@ pub fn decode(body: &AttestationBody) -> Result<Cow<'_, [u8]>, ReportError> {
         Ok(ReportEncoding::Gzip) => {
             let mut out = Vec::with_capacity(body.report_json.len().saturating_mul(10).min(MAX_REPORT_BYTES));
             let limit = u64::try_from(MAX_REPORT_BYTES).unwrap_or(u64::MAX) + 1;
-            flate2::read::GzDecoder::new(body.report_json.as_slice())
+            flate2::read::GzDecoder::new(&body.report_json[..])
                 .take(limit)
                 .read_to_end(&mut out)
                 .map_err(|e| ReportError::Gzip(e.to_string()))?;
@@ -140,7 +140,7 @@ pub fn pack(json: &[u8]) -> PackedReport {
 impl PackedReport {
     /// Put the report into a body.
     pub fn into_body(self, body: &mut AttestationBody) {
-        body.report_json = self.bytes;
+        body.report_json = self.bytes.into();
         body.report_encoding = self.encoding as i32;
         body.report_index_sha256 = self.index_sha256.map(|d| d.to_vec()).unwrap_or_default();
     }
@@ -186,13 +186,13 @@ mod tests {
 
     #[test]
     fn plain_reports_are_still_read() {
-        let b = AttestationBody { report_json: REPORT.as_bytes().to_vec(), ..Default::default() };
+        let b = AttestationBody { report_json: REPORT.as_bytes().to_vec().into(), ..Default::default() };
         assert!(matches!(decode(&b).unwrap(), Cow::Borrowed(_)));
     }
 
     #[test]
     fn bad_encodings_are_errors_not_panics() {
-        let mut b = AttestationBody { report_json: b"not gzip".to_vec(), ..Default::default() };
+        let mut b = AttestationBody { report_json: b"not gzip".to_vec().into(), ..Default::default() };
         b.report_encoding = ReportEncoding::Gzip as i32;
         assert!(matches!(decode(&b), Err(ReportError::Gzip(_))));
         b.report_encoding = 77;

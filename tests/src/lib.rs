@@ -133,6 +133,17 @@ impl Collector {
         assert_eq!(code, 0, "node revoke: {err}");
     }
 
+    /// The collector's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Open file descriptors of the collector process.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("collector running");
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    }
+
     /// Stop with SIGTERM and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -358,6 +369,89 @@ pub async fn channel_to(
         .await
 }
 
+/// A node enrolled by hand (not by the agent binary): its id, certificate
+/// and key, for sending crafted envelopes.
+pub struct RawNode {
+    pub id: String,
+    pub cert: String,
+    pub key_pem: String,
+    pub key: SigningKey,
+}
+
+/// A PKCS#10 request for a fresh Ed25519 key: (CSR PEM, key PEM).
+pub fn new_csr() -> (String, String) {
+    use rcgen::{CertificateParams, KeyPair, PKCS_ED25519};
+    let kp = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+    let csr = CertificateParams::default().serialize_request(&kp).unwrap().pem().unwrap();
+    (csr, kp.serialize_pem())
+}
+
+/// Enroll a node with `token` as `hostname`, the way the agent does but with
+/// any hostname.
+pub async fn enroll_raw(url: &str, ca_pem: &str, token: &str, hostname: &str) -> Result<RawNode, tonic::Status> {
+    use kosmos_proto::v1::EnrollRequest;
+    use kosmos_proto::v1::enrollment_client::EnrollmentClient;
+    let (csr_pem, key_pem) = new_csr();
+    let ch = channel_to(url, ca_pem, None).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let resp = EnrollmentClient::new(ch)
+        .enroll(EnrollRequest {
+            token: token.to_string(),
+            csr_pem,
+            hostname: hostname.to_string(),
+            machine_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let key = SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(RawNode { id: resp.node_id, cert: resp.certificate_pem, key_pem, key })
+}
+
+/// Enroll `n` nodes for a load test: tokens straight into the collector's
+/// store in `data_dir` (the benches measure ingest, not token creation),
+/// then the real Enroll RPC, 16 at a time (each is a TLS handshake and a
+/// CSR signature).
+pub async fn enroll_fleet(data_dir: &Path, url: &str, ca: &str, n: usize) -> Result<Vec<RawNode>, String> {
+    use kosmos_collector::store::Store;
+    let mut tokens = Vec::new();
+    {
+        let mut store = kosmos_collector::store::sqlite::SqliteStore::open(&data_dir.join("collector.db"))
+            .map_err(|e| e.to_string())?;
+        let now = kosmos_collector::store::now_ms();
+        for i in 0..n {
+            let t = format!("loadgen-{now}-{i}");
+            store
+                .create_token(&kosmos_collector::service::token_hash(&t), now, now + 3_600_000)
+                .map_err(|e| e.to_string())?;
+            tokens.push(t);
+        }
+    }
+    let mut nodes = Vec::with_capacity(n);
+    for chunk in tokens.chunks(16) {
+        let joins: Vec<_> = chunk
+            .iter()
+            .map(|t| {
+                let (url, ca, t) = (url.to_string(), ca.to_string(), t.clone());
+                tokio::spawn(async move { enroll_raw(&url, &ca, &t, "loadgen").await })
+            })
+            .collect();
+        for j in joins {
+            nodes.push(j.await.map_err(|e| e.to_string())?.map_err(|e| format!("enroll: {}", e.message()))?);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Raise this process's open-files soft limit to its hard limit (tests that
+/// open thousands of connections).
+pub fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    hard
+}
+
 /// The agent's own identity files, as PEM strings.
 pub fn identity_of(agent: &Agent) -> (String, String) {
     (
@@ -407,7 +501,7 @@ pub fn body(node_id: &str, seq: u64, prev: [u8; 32], report: &[u8]) -> Attestati
         profile_name: "e2e".into(),
         profile_version: "1".into(),
         trigger: kosmos_proto::v1::Trigger::Manual as i32,
-        report_json: report.to_vec(),
+        report_json: report.to_vec().into(),
         dropped: None,
         families: Vec::new(),
         // Plain JSON without a digest: what a body from an agent before the

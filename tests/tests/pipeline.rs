@@ -39,7 +39,7 @@ fn verify_offline(collector: &Collector, node_id: &str) -> Vec<AttestationBody> 
     let mut prev = GENESIS_PREV_HASH;
     let mut bodies = Vec::new();
     for (seq, body, signature) in store.envelopes(node_id).unwrap() {
-        let env = kosmos_proto::v1::AttestationEnvelope { body: body.clone(), signature };
+        let env = kosmos_proto::v1::AttestationEnvelope { body: body.clone().into(), signature };
         let b = chain::open(&env, &key).unwrap_or_else(|e| panic!("seq {seq} does not verify: {e}"));
         assert_eq!(b.seq, seq);
         assert_eq!(b.prev_hash, prev.to_vec(), "seq {seq} does not chain on its predecessor");
@@ -73,7 +73,7 @@ fn enroll_run_store_and_verify_offline() {
         // The report is plain gzip: any gzip decoder reads it, not only ours.
         assert_eq!(b.report_encoding, kosmos_proto::v1::ReportEncoding::Gzip as i32);
         let mut json = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b.report_json.as_slice()), &mut json).unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b.report_json[..]), &mut json).unwrap();
         let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(report["schema"], "kosmos.report/v1");
         assert_eq!(report["node"]["hostname"], "node-hardened-01");
@@ -182,8 +182,10 @@ fn attest_rejections() {
 
         // An altered body: the signature no longer verifies.
         let mut tampered = ok.clone();
-        let last = tampered.body.len() - 1;
-        tampered.body[last] ^= 0x01;
+        let mut altered = tampered.body.to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 0x01;
+        tampered.body = altered.into();
         let ch = channel(&collector, Some((&cert, &key))).await.unwrap();
         let acks = attest(ch, vec![tampered]).await.unwrap();
         assert!(acks[0].error.contains("signature"), "{:?}", acks);

@@ -81,7 +81,7 @@ impl Fixture {
             seq,
             created_at_unix_ms: self.created(seq),
             trigger: Trigger::Schedule as i32,
-            report_json: REPORT.to_vec(),
+            report_json: REPORT.to_vec().into(),
             ..Default::default()
         }
     }
@@ -110,7 +110,7 @@ fn two_nodes() -> (Fixture, Node, Node) {
     f.send(&mut b, 1..=5);
     let gap = AttestationBody {
         trigger: Trigger::Gap as i32,
-        report_json: Vec::new(),
+        report_json: Vec::new().into(),
         dropped: Some(DroppedRange { first_seq: 6, last_seq: 7, reason: "spool overflow".into() }),
         ..f.body(&b, 8)
     };

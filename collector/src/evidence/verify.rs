@@ -161,7 +161,7 @@ impl NodeAcc {
     /// Verify one complete envelope with the node key.
     fn check(&mut self, node: &str, key: &VerifyingKey, whole: Whole) {
         let Whole { seq, body, sha, sig } = whole;
-        let env = AttestationEnvelope { body, signature: sig };
+        let env = AttestationEnvelope { body: body.into(), signature: sig };
         let verified = match chain::open(&env, key) {
             Ok(b) => {
                 if b.node_id != node {
@@ -706,18 +706,22 @@ fn check_chain(m: &ManifestNode, acc: &mut NodeAcc, breaks: &mut Vec<KnownBreak>
 impl VerifyReport {
     /// The human verdict: a header, one block per node, a final line.
     pub fn to_text(&self) -> String {
+        // Everything below may come from the bundle (whose manifest is not
+        // signed) or from a node: one value, one visible run of text.
+        use crate::untrusted::terminal as t;
         let mut s = String::new();
-        let _ = writeln!(s, "evidence bundle {} (created {})", self.bundle, self.created_at);
-        let _ = writeln!(s, "  manifest sha256 {}", self.manifest_sha256);
+        let _ = writeln!(s, "evidence bundle {} (created {})", t(&self.bundle), t(&self.created_at));
+        let _ = writeln!(s, "  manifest sha256 {}", t(&self.manifest_sha256));
         match (&self.ca_fingerprint, &self.ca_pinned) {
             (Some(fp), Some(pin)) if fp == pin => {
-                let _ = writeln!(s, "  CA {fp} (matches the pinned fingerprint)");
+                let _ = writeln!(s, "  CA {} (matches the pinned fingerprint)", t(fp));
             }
             (Some(fp), Some(pin)) => {
-                let _ = writeln!(s, "  CA {fp} (NOT the pinned {pin})");
+                let _ = writeln!(s, "  CA {} (NOT the pinned {})", t(fp), t(pin));
             }
             (Some(fp), None) => {
-                let _ = writeln!(s, "  CA {fp} (not pinned: pass --ca-fingerprint to check it is the collector's CA)");
+                let _ =
+                    writeln!(s, "  CA {} (not pinned: pass --ca-fingerprint to check it is the collector's CA)", t(fp));
             }
             (None, _) => {
                 let _ = writeln!(s, "  CA: none usable");
@@ -729,32 +733,35 @@ impl VerifyReport {
                 _ => "no seq".into(),
             };
             let times = match (&n.first_created_at, &n.last_created_at) {
-                (Some(a), Some(b)) => format!(", created {a} to {b}"),
+                (Some(a), Some(b)) => format!(", created {} to {}", t(a), t(b)),
                 _ => String::new(),
             };
-            let revoked = n.revoked_at.as_ref().map(|r| format!(", revoked {r}")).unwrap_or_default();
+            let revoked = n.revoked_at.as_ref().map(|r| format!(", revoked {}", t(r))).unwrap_or_default();
             let _ = writeln!(
                 s,
                 "node {} ({}): {}  {} envelopes, {range}{times}{revoked}",
-                n.id, n.hostname, n.verdict, n.envelopes
+                t(&n.id),
+                t(&n.hostname),
+                n.verdict,
+                n.envelopes
             );
             for b in &n.known_breaks {
-                let _ = writeln!(s, "  known {} at seq {}: {}", b.kind, b.seq, b.detail);
+                let _ = writeln!(s, "  known {} at seq {}: {}", t(&b.kind), b.seq, t(&b.detail));
             }
             for p in n.problems.iter().take(TEXT_PROBLEMS_PER_NODE) {
-                let _ = writeln!(s, "  {p}");
+                let _ = writeln!(s, "  {}", t(&p.to_string()));
             }
             if n.problems.len() > TEXT_PROBLEMS_PER_NODE {
                 let _ = writeln!(
                     s,
                     "  ... and {} more problems on node {} (--output json lists them all)",
                     n.problems.len() - TEXT_PROBLEMS_PER_NODE,
-                    n.id
+                    t(&n.id)
                 );
             }
         }
         for p in self.problems.iter().take(TEXT_PROBLEMS_PER_NODE) {
-            let _ = writeln!(s, "{p}");
+            let _ = writeln!(s, "{}", t(&p.to_string()));
         }
         if self.problems.len() > TEXT_PROBLEMS_PER_NODE {
             let _ = writeln!(

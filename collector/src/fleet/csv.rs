@@ -38,7 +38,7 @@ pub fn render<W: std::io::Write>(report: &FleetReport, out: W) -> Result<(), csv
         for f in &n.findings {
             let view = f.view().map_err(|e| csv::Error::from(std::io::Error::other(e)))?;
             let waiver = view.waiver.as_ref();
-            w.write_record([
+            let record = [
                 n.id.as_str(),
                 &n.hostname,
                 n.state.as_str(),
@@ -61,7 +61,12 @@ pub fn render<W: std::io::Write>(report: &FleetReport, out: W) -> Result<(), csv
                     None => "",
                 },
                 &f.seq.to_string(),
-            ])?;
+            ];
+            // Every cell is node-controlled or harmless: all go through the
+            // CSV guard (display controls, spreadsheet formulas).
+            w.write_record(
+                record.iter().map(|c| crate::untrusted::csv_cell(c)).collect::<Vec<_>>().iter().map(|c| c.as_bytes()),
+            )?;
         }
     }
     w.flush()?;

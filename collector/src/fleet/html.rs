@@ -181,6 +181,7 @@ pub fn write_report<W: std::io::Write + ?Sized>(report: &FleetReport, out: &mut 
         p.note { @match report.settings.detail {
             super::Detail::Failing => "Every finding that is not a pass (fail, error, waived, not applicable) with its evidence; passes are counted. Generate with --findings all to list passes too.",
             super::Detail::All => "Every finding, passes included.",
+            super::Detail::Summary => "Findings are counted, not listed (generated with --findings summary).",
         } }
     };
     out.write_all(intro.into_string().as_bytes())?;

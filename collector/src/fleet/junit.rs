@@ -104,5 +104,7 @@ pub fn render(report: &FleetReport) -> Result<String, quick_junit::SerializeErro
         nodes.add_test_case(tc);
     }
     junit.add_test_suites([checks, nodes]);
-    junit.to_string()
+    // Node-controlled text (hostnames, titles, remediation) may hold
+    // characters XML 1.0 cannot carry at all: spell them out.
+    Ok(crate::untrusted::xml_text(&junit.to_string()?).into_owned())
 }

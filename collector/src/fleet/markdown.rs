@@ -10,8 +10,9 @@ use super::{FleetReport, SEVERITIES};
 const DRIFT_SHOWN: usize = 200;
 
 /// Table cells: no pipes or line breaks from node data may break the table.
+/// A table cell of node-controlled text (see [`crate::untrusted`]).
 fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace(['\n', '\r'], " ")
+    crate::untrusted::markdown_cell(s)
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -115,7 +116,7 @@ pub fn render(r: &FleetReport) -> String {
             "| `{}` {} | {} | {} | {} | {} | {} |",
             cell(&c.id),
             cell(&c.title),
-            c.severity,
+            cell(&c.severity),
             pct(c.pass_rate_pct),
             c.counts.fail,
             c.counts.error,
@@ -142,8 +143,8 @@ pub fn render(r: &FleetReport) -> String {
                 d.at,
                 cell(&d.hostname),
                 cell(&d.check_id),
-                d.old_status.as_deref().unwrap_or("new"),
-                d.new_status,
+                cell(d.old_status.as_deref().unwrap_or("new")),
+                cell(&d.new_status),
                 cell(d.old_observed.as_deref().unwrap_or("∅")),
                 cell(d.new_observed.as_deref().unwrap_or("∅"))
             );
@@ -185,7 +186,7 @@ pub fn render(r: &FleetReport) -> String {
                 cell(&w.hostname),
                 cell(&w.check_id),
                 cell(w.reason.as_deref().unwrap_or("")),
-                w.expires.as_deref().unwrap_or("never")
+                cell(w.expires.as_deref().unwrap_or("never"))
             );
         }
     }

@@ -52,6 +52,10 @@ pub enum Detail {
     Failing,
     /// Every finding, passes included.
     All,
+    /// No finding listed, only counted (`--findings summary`): also what the
+    /// live dashboard keeps in memory (a node's page reads that node's findings when asked), so its
+    /// snapshot stays small however many findings the fleet has.
+    Summary,
 }
 
 /// What to build.

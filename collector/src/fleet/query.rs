@@ -211,6 +211,7 @@ fn scan(
         let shown = match detail {
             Detail::Failing => status != "pass",
             Detail::All => true,
+            Detail::Summary => false,
         };
         if shown {
             let seq: i64 = r.get(5).map_err(sql(doing))?;
@@ -737,7 +738,7 @@ mod tests {
                 seq: 1,
                 prev_hash: chain::GENESIS_PREV_HASH.to_vec(),
                 created_at_unix_ms: 1_000,
-                report_json: report.into_bytes(),
+                report_json: report.into_bytes().into(),
                 ..Default::default()
             };
             batch.push(IngestItem::new(id, body.encode_to_vec(), vec![0; 64], body, 1_000));

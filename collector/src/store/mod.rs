@@ -91,7 +91,9 @@ pub struct NewNode {
 #[derive(Debug, Clone)]
 pub struct IngestItem {
     pub node_id: String,
-    pub body_bytes: Vec<u8>,
+    /// The body as received (shared with the decoded `body`'s report: one
+    /// buffer per envelope in flight).
+    pub body_bytes: prost::bytes::Bytes,
     /// SHA-256 of `body_bytes` (the chain link), computed by
     /// [`IngestItem::new`] on the connection's task rather than on the
     /// single writer thread.
@@ -104,11 +106,12 @@ pub struct IngestItem {
 impl IngestItem {
     pub fn new(
         node_id: String,
-        body_bytes: Vec<u8>,
+        body_bytes: impl Into<prost::bytes::Bytes>,
         signature: Vec<u8>,
         body: AttestationBody,
         received_at_ms: i64,
     ) -> Self {
+        let body_bytes = body_bytes.into();
         let body_sha256 = kosmos_proto::chain::body_hash(&body_bytes);
         IngestItem { node_id, body_bytes, body_sha256, signature, body, received_at_ms }
     }
@@ -122,6 +125,10 @@ pub enum IngestResult {
     Acked { head_seq: u64 },
     /// Refused; the reason is sent to the agent and recorded as an event.
     Refused { reason: String },
+    /// Storing this envelope failed (a database error on its rows only): it
+    /// was not stored and not acked, the agent retries it. Every other
+    /// envelope of the batch was stored: one node's failure is its own.
+    Failed { reason: String },
 }
 
 /// A chain or security event recorded on a node.
@@ -130,7 +137,9 @@ pub struct NodeEvent {
     pub node_id: String,
     pub seq: Option<u64>,
     /// `gap`, `fork`, `replay`, `spool_overflow`, `clock_skew`,
-    /// `clock_backwards`, `bad_signature`, `identity_mismatch`, `revoked`.
+    /// `clock_backwards`, `bad_signature`, `identity_mismatch`, `revoked`,
+    /// `seq_out_of_range`, `malformed_envelope`, `malformed_report`,
+    /// `store_failed`.
     pub kind: String,
     pub detail: String,
     pub at_ms: i64,
@@ -145,13 +154,19 @@ pub trait Store: Send {
     /// Consume a one-time token atomically.
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError>;
     fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError>;
+    /// Enroll a node with a one-time token, atomically: the token is
+    /// consumed and the node recorded in one transaction, or neither.
+    fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError>;
     fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
     fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError>;
     /// Mark a node revoked; false when there is no such node.
     fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// Store a batch of verified envelopes in one transaction, durable when
     /// this returns (unless the store was told to defer that, see
-    /// [`sqlite::SqliteStore::defer_ingest_sync`]).
+    /// [`sqlite::SqliteStore::defer_ingest_sync`]). An error on one
+    /// envelope fails that envelope ([`IngestResult::Failed`]) and the later
+    /// envelopes of its node in the batch, never another node's: `Err` means
+    /// the whole transaction could not be committed.
     fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError>;
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError>;
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError>;

@@ -227,11 +227,18 @@ enum FindingStatus {
 
 #[derive(Deserialize)]
 struct FindingIndex<'a> {
-    id: &'a str,
+    // Cow: borrowed when the JSON string has no escape, owned when it has
+    // one (a quote or a newline in a title must not make a finding
+    // unindexable).
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
     status: FindingStatus,
-    severity: &'a str,
-    family: &'a str,
-    title: &'a str,
+    #[serde(borrow)]
+    severity: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    family: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    title: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     observed: Option<&'a RawValue>,
 }
@@ -239,8 +246,12 @@ struct FindingIndex<'a> {
 /// What the store remembers of a node's indexed state.
 #[derive(Default, Debug)]
 struct NodeIndexCache {
-    /// check -> what is stored for it in `findings_latest`.
-    findings: HashMap<String, LatestFinding>,
+    /// check -> what is stored for it in `findings_latest`; loaded when a
+    /// changed report needs it and dropped again for the least recently
+    /// used nodes (see [`MAX_LOADED_FINDINGS`]).
+    findings: Option<HashMap<String, LatestFinding>>,
+    /// When the findings were last needed (a counter, for eviction).
+    used: u64,
     /// The last report indexed for the node: the index digest the store
     /// computed from its content, whether it was a full report, and the
     /// node's counts after it. Indexing the same report again changes
@@ -375,32 +386,64 @@ impl SqliteStore {
         })
     }
 
+    /// Make sure the node has an index cache entry. Its findings are loaded
+    /// lazily (only a changed report needs them).
     fn load_digests(&mut self, node_id: &str) -> Result<(), StoreError> {
-        if self.finding_digests.contains_key(node_id) {
-            return Ok(());
+        if !self.finding_digests.contains_key(node_id) {
+            self.finding_digests.insert(node_id.to_string(), NodeIndexCache::default());
         }
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT check_id, finding_json, status, severity FROM findings_latest WHERE node_id = ?1")
-            .map_err(sql("loading findings"))?;
-        let rows = stmt
-            .query_map([node_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-            })
-            .map_err(sql("loading findings"))?;
-        let mut map = HashMap::new();
-        for row in rows {
-            let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
-            // Rows this code wrote always have a known status; anything else
-            // is rewritten by the next report.
-            let Some(status) = status_of(&status) else { continue };
-            let digest = Sha256::digest(json.as_bytes()).into();
-            map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
-        }
-        self.finding_digests
-            .insert(node_id.to_string(), NodeIndexCache { findings: map, last_report: None, last_day: None });
         Ok(())
     }
+
+    /// Drop the findings of the least recently used nodes once more than
+    /// [`MAX_LOADED_FINDINGS`] are held: a node's findings take about 15 KB
+    /// (146 checks), which for a fleet of 10,000 would pin 150 MB for
+    /// reports that are almost always unchanged (an unchanged report needs
+    /// only its digest, which every node keeps).
+    fn evict_findings(&mut self) {
+        let loaded: Vec<(u64, String)> = self
+            .finding_digests
+            .iter()
+            .filter(|(_, c)| c.findings.is_some())
+            .map(|(n, c)| (c.used, n.clone()))
+            .collect();
+        if loaded.len() <= MAX_LOADED_FINDINGS {
+            return;
+        }
+        let mut loaded = loaded;
+        loaded.sort_unstable();
+        for (_, node) in loaded.iter().take(loaded.len() - MAX_LOADED_FINDINGS / 2) {
+            if let Some(c) = self.finding_digests.get_mut(node) {
+                c.findings = None;
+            }
+        }
+    }
+}
+
+/// How many nodes' findings the store keeps in memory at most (the rest are
+/// read back from `findings_latest` when their next changed report comes).
+const MAX_LOADED_FINDINGS: usize = 1024;
+
+/// A node's latest findings as `findings_latest` holds them.
+fn load_findings(conn: &rusqlite::Connection, node_id: &str) -> Result<HashMap<String, LatestFinding>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT check_id, finding_json, status, severity FROM findings_latest WHERE node_id = ?1")
+        .map_err(sql("loading findings"))?;
+    let rows = stmt
+        .query_map([node_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })
+        .map_err(sql("loading findings"))?;
+    let mut map = HashMap::new();
+    for row in rows {
+        let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
+        // Rows this code wrote always have a known status; anything else
+        // is rewritten by the next report.
+        let Some(status) = status_of(&status) else { continue };
+        let digest = Sha256::digest(json.as_bytes()).into();
+        map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
+    }
+    Ok(map)
 }
 
 /// Copies committed WAL frames into the database file from a thread and
@@ -596,7 +639,40 @@ struct NodeState {
 }
 
 impl SqliteStore {
-    fn event_tx(tx: &rusqlite::Transaction<'_>, e: &NodeEvent) -> Result<(), StoreError> {
+    /// Check a one-time token and, when it is valid, mark it used.
+    fn use_token(tx: &rusqlite::Connection, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
+        let row: Option<(i64, Option<i64>)> = tx
+            .query_row("SELECT expires_ms, used_ms FROM tokens WHERE sha256 = ?1", [token_sha256.as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(sql("consuming a token"))?;
+        Ok(match row {
+            None => TokenUse::Unknown,
+            Some((_, Some(_))) => TokenUse::AlreadyUsed,
+            Some((exp, None)) if exp <= now_ms => TokenUse::Expired,
+            Some(_) => {
+                tx.execute(
+                    "UPDATE tokens SET used_ms = ?2 WHERE sha256 = ?1",
+                    params![token_sha256.as_slice(), now_ms],
+                )
+                .map_err(sql("consuming a token"))?;
+                TokenUse::Accepted
+            }
+        })
+    }
+
+    fn insert_node_tx(tx: &rusqlite::Connection, node: &NewNode) -> Result<(), StoreError> {
+        let sha: [u8; 32] = Sha256::digest(&node.cert_der).into();
+        tx.execute(
+            "INSERT INTO nodes (id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![node.id, node.hostname, node.machine_id, node.cert_der, sha.as_slice(), node.enrolled_at_ms],
+        )
+        .map_err(sql("recording a node"))?;
+        Ok(())
+    }
+
+    fn event_tx(tx: &rusqlite::Connection, e: &NodeEvent) -> Result<(), StoreError> {
         tx.prepare_cached("INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
             .and_then(|mut s| s.execute(params![e.node_id, e.seq.map(seq_i64), e.kind, e.detail, e.at_ms]))
             .map_err(sql("recording an event"))?;
@@ -608,7 +684,7 @@ impl SqliteStore {
     /// timeline), forget checks a full report no longer carries, refresh the
     /// node's description. Returns the node's counts after the report.
     fn index_report(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         latest: &mut HashMap<String, LatestFinding>,
         item: &IngestItem,
         report: &ReportIndex<'_>,
@@ -617,7 +693,7 @@ impl SqliteStore {
         // The first report of a node is its baseline, not a change.
         let had_findings = !latest.is_empty();
         let full = body.families.is_empty();
-        let mut seen: HashSet<&str> = HashSet::with_capacity(report.results.len());
+        let mut seen: HashSet<String> = HashSet::with_capacity(report.results.len());
         for raw in &report.results {
             let f = match serde_json::from_str::<FindingIndex<'_>>(raw.get()) {
                 Ok(f) => f,
@@ -635,9 +711,9 @@ impl SqliteStore {
                     continue;
                 }
             };
-            seen.insert(f.id);
+            seen.insert(f.id.to_string());
             let digest: [u8; 32] = Sha256::digest(raw.get().as_bytes()).into();
-            let previous = latest.get(f.id).copied();
+            let previous = latest.get(f.id.as_ref()).copied();
             if previous.is_some_and(|p| p.digest == digest) {
                 continue;
             }
@@ -646,7 +722,7 @@ impl SqliteStore {
                 Some(p) => {
                     let old_json: String = tx
                         .prepare_cached("SELECT finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
-                        .and_then(|mut s| s.query_row(params![item.node_id, f.id], |r| r.get(0)))
+                        .and_then(|mut s| s.query_row(params![item.node_id, f.id.as_ref()], |r| r.get(0)))
                         .map_err(sql("reading a stored finding"))?;
                     let old_observed = serde_json::from_str::<ObservedOnly<'_>>(&old_json)
                         .ok()
@@ -666,8 +742,8 @@ impl SqliteStore {
                 .and_then(|mut s| {
                     s.execute(params![
                         item.node_id,
-                        f.id,
-                        f.family,
+                        f.id.as_ref(),
+                        f.family.as_ref(),
                         seq_i64(body.seq),
                         body.created_at_unix_ms,
                         old_status,
@@ -688,12 +764,12 @@ impl SqliteStore {
             .and_then(|mut s| {
                 s.execute(params![
                     item.node_id,
-                    f.id,
+                    f.id.as_ref(),
                     seq_i64(body.seq),
                     status_name(f.status),
-                    f.severity,
-                    f.family,
-                    f.title,
+                    f.severity.as_ref(),
+                    f.family.as_ref(),
+                    f.title.as_ref(),
                     raw.get(),
                     body.created_at_unix_ms
                 ])
@@ -701,7 +777,7 @@ impl SqliteStore {
             .map_err(sql("storing a finding"))?;
             latest.insert(
                 f.id.to_string(),
-                LatestFinding { digest, status: f.status, blocking: is_blocking(f.status, f.severity) },
+                LatestFinding { digest, status: f.status, blocking: is_blocking(f.status, &f.severity) },
             );
         }
         if full {
@@ -745,7 +821,7 @@ impl SqliteStore {
     /// then). Returns the node's counts after it, or None when the report
     /// cannot be read, which is recorded as a `malformed_report` event.
     fn index_body(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         cache: &mut NodeIndexCache,
         item: &IngestItem,
         event: &dyn Fn(&str, String) -> NodeEvent,
@@ -787,13 +863,18 @@ impl SqliteStore {
                 ),
             )?;
         }
-        let counts = Self::index_report(tx, &mut cache.findings, item, &report)?;
+        cache.used = item.received_at_ms.unsigned_abs().max(cache.used + 1);
+        let findings = match &mut cache.findings {
+            Some(f) => f,
+            slot @ None => slot.insert(load_findings(tx, &item.node_id)?),
+        };
+        let counts = Self::index_report(tx, findings, item, &report)?;
         cache.last_report = Some(IndexedDigest { digest, full, counts });
         Ok(Some(counts))
     }
 
     fn ingest_one(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         cache: &mut NodeIndexCache,
         state: &mut NodeState,
         item: &IngestItem,
@@ -919,7 +1000,7 @@ impl SqliteStore {
             s.execute(params![
                 item.node_id,
                 seq_i64(body.seq),
-                item.body_bytes,
+                &item.body_bytes[..],
                 item.signature,
                 hash.as_slice(),
                 body.created_at_unix_ms,
@@ -993,38 +1074,24 @@ impl Store for SqliteStore {
 
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
         let tx = self.conn.transaction().map_err(sql("consuming a token"))?;
-        let row: Option<(i64, Option<i64>)> = tx
-            .query_row("SELECT expires_ms, used_ms FROM tokens WHERE sha256 = ?1", [token_sha256.as_slice()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(sql("consuming a token"))?;
-        let verdict = match row {
-            None => TokenUse::Unknown,
-            Some((_, Some(_))) => TokenUse::AlreadyUsed,
-            Some((exp, None)) if exp <= now_ms => TokenUse::Expired,
-            Some(_) => {
-                tx.execute(
-                    "UPDATE tokens SET used_ms = ?2 WHERE sha256 = ?1",
-                    params![token_sha256.as_slice(), now_ms],
-                )
-                .map_err(sql("consuming a token"))?;
-                TokenUse::Accepted
-            }
-        };
+        let verdict = Self::use_token(&tx, token_sha256, now_ms)?;
         tx.commit().map_err(sql("consuming a token"))?;
         Ok(verdict)
     }
 
+    fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError> {
+        let tx = self.conn.transaction().map_err(sql("enrolling a node"))?;
+        let verdict = Self::use_token(&tx, token_sha256, now_ms)?;
+        if verdict == TokenUse::Accepted {
+            Self::insert_node_tx(&tx, node)?;
+            tx.commit().map_err(sql("enrolling a node"))?;
+        }
+        // Otherwise the transaction rolls back on drop: nothing changed.
+        Ok(verdict)
+    }
+
     fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
-        let sha: [u8; 32] = Sha256::digest(&node.cert_der).into();
-        self.conn
-            .execute(
-                "INSERT INTO nodes (id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![node.id, node.hostname, node.machine_id, node.cert_der, sha.as_slice(), node.enrolled_at_ms],
-            )
-            .map_err(sql("recording a node"))?;
-        Ok(())
+        Self::insert_node_tx(&self.conn, node)
     }
 
     fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
@@ -1060,8 +1127,10 @@ impl Store for SqliteStore {
         }
         let mut digests = std::mem::take(&mut self.finding_digests);
         let result = (|| {
-            let tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
+            let mut tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
             let mut states: HashMap<String, NodeState> = HashMap::new();
+            let mut failed: HashMap<String, String> = HashMap::new();
+            let mut failed_nodes: Vec<(String, u64, String)> = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
             for item in batch {
                 if !states.contains_key(&item.node_id) {
@@ -1088,8 +1157,57 @@ impl Store for SqliteStore {
                     );
                 }
                 let Some(state) = states.get_mut(&item.node_id) else { continue };
+                if let Some(why) = failed.get(&item.node_id) {
+                    // An earlier envelope of this node failed in this batch:
+                    // the chain cannot go on past it now; retried later.
+                    results.push(IngestResult::Failed {
+                        reason: format!("an earlier envelope of this node failed in the same batch: {why}"),
+                    });
+                    continue;
+                }
+                if item.body.seq > i64::MAX as u64 {
+                    // The service refuses these first; a store never keeps a
+                    // seq other than the one it acks.
+                    results.push(IngestResult::Refused {
+                        reason: format!("seq {} cannot be stored (above {})", item.body.seq, i64::MAX),
+                    });
+                    continue;
+                }
+                // One envelope, one savepoint: an error undoes this envelope's
+                // rows only, never another node's in the same transaction.
+                let sp = tx.savepoint().map_err(sql("starting an envelope savepoint"))?;
+                let saved_state = (state.head, state.last_created_ms);
                 let cache = digests.entry(item.node_id.clone()).or_default();
-                results.push(Self::ingest_one(&tx, cache, state, item, now_ms)?);
+                match Self::ingest_one(&sp, cache, state, item, now_ms) {
+                    Ok(r) => {
+                        sp.commit().map_err(sql("releasing an envelope savepoint"))?;
+                        results.push(r);
+                    }
+                    Err(e) => {
+                        drop(sp);
+                        (state.head, state.last_created_ms) = saved_state;
+                        // The index cache may describe rows just rolled back:
+                        // it is reloaded from the database on the next batch.
+                        digests.remove(&item.node_id);
+                        tracing::error!(node = %item.node_id, seq = item.body.seq, "storing an envelope failed: {e}");
+                        let why = e.to_string();
+                        failed.insert(item.node_id.clone(), why.clone());
+                        failed_nodes.push((item.node_id.clone(), item.body.seq, why.clone()));
+                        results.push(IngestResult::Failed { reason: why });
+                    }
+                }
+            }
+            // The failures are recorded in the same transaction, after the
+            // savepoints that failed were undone.
+            for (node, seq, why) in &failed_nodes {
+                let e = NodeEvent {
+                    node_id: node.clone(),
+                    seq: i64::try_from(*seq).ok().map(|_| *seq),
+                    kind: "store_failed".into(),
+                    detail: format!("storing this envelope failed, not acked (the agent will resend it): {why}"),
+                    at_ms: now_ms,
+                };
+                Self::event_tx(&tx, &e)?;
             }
             tx.commit().map_err(sql("committing an ingest transaction"))?;
             Ok(results)
@@ -1098,6 +1216,7 @@ impl Store for SqliteStore {
         // describe rows that were never written, so drop them.
         if result.is_ok() {
             self.finding_digests = digests;
+            self.evict_findings();
             if let Some(kick) = &self.checkpoint_kick {
                 kick.kick();
             }
@@ -1235,8 +1354,8 @@ mod tests {
             node_id: node.into(),
             seq,
             prev_hash: prev.to_vec(),
-            created_at_unix_ms: 1_000 * seq as i64,
-            report_json: report.as_bytes().to_vec(),
+            created_at_unix_ms: 1_000i64.saturating_mul(i64::try_from(seq).unwrap_or(i64::MAX)),
+            report_json: report.as_bytes().to_vec().into(),
             ..Default::default()
         };
         IngestItem::new(node.into(), body.encode_to_vec(), vec![0; 64], body, 0)
@@ -1260,6 +1379,91 @@ mod tests {
         assert_eq!(s.consume_token(&[1; 32], 60).unwrap(), TokenUse::AlreadyUsed);
         assert_eq!(s.consume_token(&[2; 32], 100).unwrap(), TokenUse::Expired);
         assert_eq!(s.consume_token(&[3; 32], 1).unwrap(), TokenUse::Unknown);
+    }
+
+    /// Issue 15: an error storing one node's envelope fails that envelope
+    /// (and that node's later ones in the batch), never another node's in
+    /// the same transaction.
+    #[test]
+    fn one_nodes_storage_failure_does_not_fail_the_batch() {
+        let (_d, mut s) = store();
+        for n in ["bad", "good1", "good2"] {
+            enroll(&mut s, n);
+        }
+        // A row the store did not write through ingest (a damaged store, or
+        // a bug) makes the next insert of `bad` violate the unique index.
+        s.conn
+            .execute(
+                "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger)
+                 VALUES ('bad', 1, x'00', x'00', x'00', 0, 0, 0)",
+                [],
+            )
+            .unwrap();
+        let g1 = item("good1", 1, chain::GENESIS_PREV_HASH, REPORT);
+        let b1 = item("bad", 1, chain::GENESIS_PREV_HASH, REPORT);
+        let b2 = item("bad", 2, chain::body_hash(&b1.body_bytes), REPORT);
+        let g2 = item("good2", 1, chain::GENESIS_PREV_HASH, REPORT);
+        let g1b = item("good1", 2, chain::body_hash(&g1.body_bytes), REPORT);
+        let r = s.ingest(&[g1, b1, b2, g2, g1b], 10).unwrap();
+        assert_eq!(r[0], IngestResult::Acked { head_seq: 1 });
+        assert!(matches!(&r[1], IngestResult::Failed { reason } if reason.contains("UNIQUE")), "{:?}", r[1]);
+        assert!(matches!(&r[2], IngestResult::Failed { reason } if reason.contains("earlier envelope")), "{:?}", r[2]);
+        assert_eq!(r[3], IngestResult::Acked { head_seq: 1 });
+        assert_eq!(r[4], IngestResult::Acked { head_seq: 2 });
+        assert_eq!(s.envelopes("good1").unwrap().len(), 2);
+        assert_eq!(s.envelopes("good2").unwrap().len(), 1);
+        // The failed node's head did not move, and the failure is recorded.
+        assert_eq!(s.node("bad").unwrap().unwrap().head_seq, 0);
+        let kinds: Vec<String> = s.events("bad").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["store_failed"]);
+        // No finding of the failed envelope leaked into the index.
+        let n: i64 =
+            s.conn.query_row("SELECT COUNT(*) FROM findings_latest WHERE node_id = 'bad'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+    }
+
+    /// A finding whose strings carry JSON escapes (a quote, a newline) is
+    /// indexed like any other: it was a `malformed_report` before, because
+    /// the index borrowed the strings.
+    #[test]
+    fn findings_with_escaped_strings_are_indexed() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n");
+        let report = r#"{"summary":{"pass":0,"fail":1,"error":0,"not_applicable":0,"waived":0},
+            "results":[{"id":"a.b","status":"fail","severity":"high","family":"a","title":"say \"no\"\nplease"}]}"#;
+        let r = s.ingest(&[item("n", 1, chain::GENESIS_PREV_HASH, report)], 10).unwrap();
+        assert_eq!(r, vec![IngestResult::Acked { head_seq: 1 }]);
+        assert!(s.events("n").unwrap().is_empty(), "{:?}", s.events("n").unwrap());
+        assert_eq!(latest_status(&s, "a.b"), "fail");
+    }
+
+    #[test]
+    fn a_seq_the_store_cannot_represent_is_refused_not_capped() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n");
+        let huge = item("n", 1 << 63, chain::GENESIS_PREV_HASH, REPORT);
+        let r = s.ingest(&[huge.clone(), huge], 10).unwrap();
+        assert!(r.iter().all(|x| matches!(x, IngestResult::Refused { .. })), "{r:?}");
+        assert!(s.envelopes("n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn enrollment_consumes_the_token_and_records_the_node_together() {
+        let (_d, mut s) = store();
+        s.create_token(&[7; 32], 0, 100).unwrap();
+        let node = |id: &str| NewNode {
+            id: id.into(),
+            hostname: "h".into(),
+            machine_id: "m".into(),
+            cert_der: vec![1],
+            enrolled_at_ms: 0,
+        };
+        assert_eq!(s.enroll(&[7; 32], 10, &node("a")).unwrap(), TokenUse::Accepted);
+        assert!(s.node("a").unwrap().is_some());
+        assert_eq!(s.enroll(&[7; 32], 11, &node("b")).unwrap(), TokenUse::AlreadyUsed);
+        assert!(s.node("b").unwrap().is_none(), "no node without a token");
+        assert_eq!(s.enroll(&[8; 32], 11, &node("c")).unwrap(), TokenUse::Unknown);
+        assert!(s.node("c").unwrap().is_none());
     }
 
     #[test]

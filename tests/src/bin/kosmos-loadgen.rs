@@ -29,16 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::DecodePrivateKey;
-use kosmos_collector::store::Store;
 use kosmos_e2e::{body, channel_to};
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::report::PackedReport;
-use kosmos_proto::v1::EnrollRequest;
 use kosmos_proto::v1::attestation_client::AttestationClient;
-use kosmos_proto::v1::enrollment_client::EnrollmentClient;
-use rcgen::{CertificateParams, KeyPair, PKCS_ED25519};
 use tokio::sync::Mutex;
 
 struct Args {
@@ -107,32 +101,6 @@ fn vm_kib(pid: u32, field: &str) -> Option<u64> {
     s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-struct Node {
-    id: String,
-    cert: String,
-    key_pem: String,
-    key: SigningKey,
-}
-
-async fn enroll(url: &str, ca: &str, token: &str) -> Result<Node, String> {
-    let kp = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| e.to_string())?;
-    let csr = CertificateParams::default().serialize_request(&kp).map_err(|e| e.to_string())?;
-    let ch = channel_to(url, ca, None).await.map_err(|e| e.to_string())?;
-    let resp = EnrollmentClient::new(ch)
-        .enroll(EnrollRequest {
-            token: token.to_string(),
-            csr_pem: csr.pem().map_err(|e| e.to_string())?,
-            hostname: "loadgen".into(),
-            machine_id: String::new(),
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    let key_pem = kp.serialize_pem();
-    let key = SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| e.to_string())?;
-    Ok(Node { id: resp.node_id, cert: resp.certificate_pem, key_pem, key })
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = match parse_args() {
@@ -168,49 +136,14 @@ async fn main() {
     ]);
     let wire_bytes = variants[0].bytes.len();
 
-    // Tokens straight into the store: the bench measures ingest, not token creation.
-    let mut tokens = Vec::new();
-    {
-        let mut store = match kosmos_collector::store::sqlite::SqliteStore::open(
-            &std::path::Path::new(&args.data_dir).join("collector.db"),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("kosmos-loadgen: {e}");
-                std::process::exit(2);
-            }
-        };
-        let now = kosmos_collector::store::now_ms();
-        for i in 0..args.nodes {
-            let t = format!("loadgen-{now}-{i}");
-            if let Err(e) = store.create_token(&kosmos_collector::service::token_hash(&t), now, now + 3_600_000) {
-                eprintln!("kosmos-loadgen: {e}");
-                std::process::exit(2);
-            }
-            tokens.push(t);
-        }
-    }
     let t0 = Instant::now();
-    // Enrol 16 at a time: each is a TLS handshake and a CSR signature.
-    let mut nodes = Vec::new();
-    for chunk in tokens.chunks(16) {
-        let joins: Vec<_> = chunk
-            .iter()
-            .map(|t| {
-                let (url, ca, t) = (args.url.clone(), ca.clone(), t.clone());
-                tokio::spawn(async move { enroll(&url, &ca, &t).await })
-            })
-            .collect();
-        for j in joins {
-            match j.await.map_err(|e| e.to_string()).and_then(|r| r) {
-                Ok(n) => nodes.push(n),
-                Err(e) => {
-                    eprintln!("kosmos-loadgen: enroll: {e}");
-                    std::process::exit(1);
-                }
-            }
+    let nodes = match kosmos_e2e::enroll_fleet(std::path::Path::new(&args.data_dir), &args.url, &ca, args.nodes).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("kosmos-loadgen: {e}");
+            std::process::exit(1);
         }
-    }
+    };
     eprintln!("enrolled {} nodes in {:.1}s", nodes.len(), t0.elapsed().as_secs_f64());
 
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
