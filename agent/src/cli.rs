@@ -12,20 +12,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::check::Check;
-use crate::checks::registry;
-use crate::config::{self, ConfigPaths, ProcessEnv};
+use crate::audit::check::Check;
+use crate::audit::checks::registry;
+use crate::daemon::config::{self, ConfigPaths, ProcessEnv};
 use crate::daemon::{self, DaemonError, Mode, Systemd};
-use crate::engine::{self, RunOptions};
-use crate::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
-use crate::facts::Facts;
-use crate::facts::kubelet::drift::build_snapshot;
-use crate::facts::kubelet::{ConfigState, KubeletFacts};
-use crate::first_seen::FirstSeenHook;
-use crate::host::Host;
-use crate::model::Severity;
-use crate::profile::{DEFAULT_PROFILE, Profile, ProfileError};
-use crate::report::{junit, text};
+use crate::audit::engine::{self, RunOptions};
+use crate::daemon::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
+use crate::audit::facts::Facts;
+use crate::audit::facts::kubelet::drift::build_snapshot;
+use crate::audit::facts::kubelet::{ConfigState, KubeletFacts};
+use crate::state::first_seen::FirstSeenHook;
+use crate::audit::host::Host;
+use crate::audit::model::Severity;
+use crate::audit::profile::{DEFAULT_PROFILE, Profile, ProfileError};
+use crate::audit::report::{junit, text};
 use crate::state::{DEFAULT_STATE_DIR, DriftHook, PINNED_SNAPSHOT, StateDir};
 
 /// Exit code when findings breach the threshold.
@@ -379,7 +379,7 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
     let state_dir = state_dir_for(&host, args.state_dir.as_deref());
     let drift = DriftHook::new(state_dir.as_deref().map_err(Clone::clone));
     let first_seen = FirstSeenHook::new(state_dir.as_deref().map_err(Clone::clone));
-    let firewall = crate::checks::firewall::SnapshotHook { profile: &profile, state_dir: state_dir.as_deref().ok() };
+    let firewall = crate::audit::checks::firewall::SnapshotHook { profile: &profile, state_dir: state_dir.as_deref().ok() };
     let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen, &firewall]);
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),

@@ -1,29 +1,33 @@
 //! kosmos-node-agent: continuous hardening and compliance attestation for
 //! Scaleway Kosmos external nodes.
 //!
-//! Data flows one way: the [`host::Host`] (files, /proc, commands) feeds
-//! [`facts`], which pure [`checks`] evaluate into findings; the [`engine`]
-//! applies a [`profile`] and assembles a [`report::Report`].
+//! The crate has three wings and one door between them:
+//!
+//! - [`audit`]: the audit library. The [`audit::host::Host`] (the audited
+//!   system: live, or an offline root) feeds [`audit::facts`], which the pure
+//!   [`audit::checks`] evaluate; the [`audit::engine`] applies a
+//!   [`audit::profile`] and builds the [`audit::report::Report`]. It never
+//!   writes anything and knows nothing of the other wings.
+//! - [`state`]: the agent's own memory on the auditing machine (default
+//!   [`state::DEFAULT_STATE_DIR`]): kubelet and firewall drift snapshots,
+//!   first-seen times of pending updates, and the one durable-write
+//!   primitive every file the agent keeps goes through. It feeds the audit
+//!   through run hooks and persists what the run computed.
+//! - [`daemon`]: `kosmos-node-agent run` and `enroll`: configuration, the
+//!   node identity on disk, the TLS client, the spool of signed envelopes,
+//!   the sender, file watches and the systemd status line.
+//! - [`audit_run`]: the one audit entry. `check`, `baseline pin` and the
+//!   daemon all run an audit through it, with the same rule for "is this the
+//!   live host" and for which state directory applies.
+//!
+//! [`cli`] parses the command line and calls into the wings; `main` only
+//! calls [`cli::run`].
 
-pub mod check;
-pub mod checks;
+pub mod audit;
+pub mod audit_run;
 pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod durable;
-pub mod engine;
-pub mod enroll;
-pub mod facts;
-pub mod first_seen;
-pub mod host;
-pub mod model;
-pub mod profile;
-pub mod report;
-pub mod sender;
-pub mod spool;
 pub mod state;
-pub mod status;
-pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod testpki;

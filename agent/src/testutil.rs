@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use crate::check::Params;
-use crate::checks::registry;
-use crate::facts::Facts;
-use crate::host::{Host, OfflineRunner};
-use crate::model::Outcome;
+use crate::audit::check::Params;
+use crate::audit::checks::registry;
+use crate::audit::facts::Facts;
+use crate::audit::host::{Host, OfflineRunner};
+use crate::audit::model::Outcome;
 
 /// A temporary root holding the given files (path in the audited system, content).
 pub fn root_with(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -56,11 +56,11 @@ pub fn eval_with(id: &str, host: &Host, overrides: &[(&str, serde_json::Value)])
         overrides.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let params = Params::new(&c.params, Some(&o));
     let facts = Facts::new(host);
-    crate::engine::evaluate(c, &facts, &params)
+    crate::audit::engine::evaluate(c, &facts, &params)
 }
 
 /// A host that treats `root` as the live system and replays the commands
 /// recorded in `<root>/.commands/`.
 pub fn live_recorded(root: &Path) -> Host {
-    Host::with_runner(root, true, Box::new(crate::host::RecordedRunner::new(root.join(".commands"))))
+    Host::with_runner(root, true, Box::new(crate::audit::host::RecordedRunner::new(root.join(".commands"))))
 }

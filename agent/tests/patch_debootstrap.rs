@@ -19,9 +19,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kosmos_node_agent::facts::Facts;
-use kosmos_node_agent::facts::updates::UpdateFacts;
-use kosmos_node_agent::host::Host;
+use kosmos_node_agent::audit::facts::Facts;
+use kosmos_node_agent::audit::facts::packages::updates::UpdateFacts;
+use kosmos_node_agent::audit::host::Host;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -1,0 +1,1 @@
+//! The one audit entry (placeholder while moving)
