@@ -14,19 +14,19 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit::check::Check;
 use crate::audit::checks::registry;
-use crate::daemon::config::{self, ConfigPaths, ProcessEnv};
-use crate::daemon::{self, DaemonError, Mode, Systemd};
-use crate::audit::engine::{self, RunOptions};
-use crate::daemon::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
 use crate::audit::facts::Facts;
+use crate::audit::facts::kubelet::drift::PINNED_SNAPSHOT;
 use crate::audit::facts::kubelet::drift::build_snapshot;
 use crate::audit::facts::kubelet::{ConfigState, KubeletFacts};
-use crate::state::first_seen::FirstSeenHook;
 use crate::audit::host::Host;
 use crate::audit::model::Severity;
 use crate::audit::profile::{DEFAULT_PROFILE, Profile, ProfileError};
 use crate::audit::report::{junit, text};
-use crate::state::{DEFAULT_STATE_DIR, DriftHook, PINNED_SNAPSHOT, StateDir};
+use crate::audit_run::{AuditRequest, audit};
+use crate::daemon::config::{self, ConfigPaths, ProcessEnv};
+use crate::daemon::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
+use crate::daemon::{self, DaemonError, Mode, Systemd};
+use crate::state::{self, StateDir};
 
 /// Exit code when findings breach the threshold.
 pub const EXIT_FINDINGS: u8 = 1;
@@ -86,7 +86,7 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "SHA256:..", value_parser = parse_fingerprint)]
     pub ca_fingerprint: Fingerprint,
     /// Where to write key.pem, cert.pem, ca.pem and node_id.
-    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// TLS name to expect in the collector certificate, when it differs from the URL host.
     #[arg(long, value_name = "NAME")]
@@ -284,26 +284,13 @@ fn run_cmd(args: RunArgs) -> Result<u8, CliError> {
         if args.once { Mode::Once { timeout: std::time::Duration::from_secs(args.timeout) } } else { Mode::Daemon };
     let rt = runtime()?;
     rt.block_on(async move {
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-                    }
-                }
-                _ => {
-                    tracing::warn!("cannot install signal handlers; relying on the default actions");
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
+        let shutdown = daemon::systemd::shutdown_signal();
         Ok(daemon::run(config, mode, Systemd { notify: true }, shutdown).await?)
     })
 }
 
-/// The host to audit: the live machine, or an offline root.
+/// The host to audit: the live machine, or an offline root
+/// ([`Host::at`] decides which).
 fn host_for(root: Option<&std::path::Path>) -> Result<Host, CliError> {
     Ok(match root {
         None => Host::live(),
@@ -314,29 +301,14 @@ fn host_for(root: Option<&std::path::Path>) -> Result<Host, CliError> {
             if !meta.is_dir() {
                 return Err(CliError::BadRoot { path: shown, why: "not a directory".into() });
             }
-            // "/" given explicitly is the live host.
-            if std::fs::canonicalize(dir).is_ok_and(|p| p == std::path::Path::new("/")) {
-                Host::live()
-            } else {
-                Host::offline(dir)
-            }
+            Host::at(dir)
         }
     })
 }
 
-/// The state directory of a run, or why it has none: an offline root is
-/// another machine, whose state must not mix with this one's.
-fn state_dir_for(host: &Host, given: Option<&std::path::Path>) -> Result<PathBuf, String> {
-    match given {
-        Some(d) => Ok(d.to_path_buf()),
-        None if host.is_live() => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
-        None => Err("offline root audited without --state-dir: drift is not tracked".into()),
-    }
-}
-
 fn pin(root: Option<&std::path::Path>, state_dir: Option<&std::path::Path>) -> Result<u8, CliError> {
     let host = host_for(root)?;
-    let dir = state_dir_for(&host, state_dir).map_err(CliError::Baseline)?;
+    let dir = state::dir_for(&host, state_dir).map_err(CliError::Baseline)?;
     let state =
         StateDir::open(&dir).map_err(|e| CliError::Baseline(format!("state directory {}: {e}", dir.display())))?;
     let facts = Facts::new(&host);
@@ -373,14 +345,16 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         }
     }
     let today = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let opts = RunOptions { profile: &profile, only: args.only.as_deref(), today };
-    // Checks are pure: state goes in as facts before the run and is written
-    // back by the hooks after it.
-    let state_dir = state_dir_for(&host, args.state_dir.as_deref());
-    let drift = DriftHook::new(state_dir.as_deref().map_err(Clone::clone));
-    let first_seen = FirstSeenHook::new(state_dir.as_deref().map_err(Clone::clone));
-    let firewall = crate::audit::checks::firewall::SnapshotHook { profile: &profile, state_dir: state_dir.as_deref().ok() };
-    let report = engine::run_with_hooks(&host, registry, &opts, &[&drift, &first_seen, &firewall]);
+    let report = audit(
+        registry,
+        &AuditRequest {
+            host: &host,
+            profile: &profile,
+            only: args.only.as_deref(),
+            today,
+            state_dir: args.state_dir.as_deref(),
+        },
+    );
     let rendered = match args.output {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",

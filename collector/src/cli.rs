@@ -362,7 +362,7 @@ fn serve(
             http_stopped.notified().await;
         }));
         // Both listeners are bound: READY is true now.
-        systemd_ready();
+        crate::systemd::ready();
         // Graceful shutdown waits for open streams to end, but agents hold
         // theirs open for good: after the signal, in-flight envelopes get a
         // short grace period, then the server stops regardless. Agents keep
@@ -370,8 +370,8 @@ fn serve(
         let signalled = Arc::new(tokio::sync::Notify::new());
         let notify = Arc::clone(&signalled);
         let server = crate::server::run(listener, shared, async move {
-            shutdown_signal().await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            crate::systemd::shutdown_signal().await;
+            crate::systemd::stopping();
             notify.notify_waiters();
         });
         let outcome = tokio::select! {
@@ -413,35 +413,5 @@ fn raise_open_files_limit(max_connections: usize) {
         tracing::warn!(
             "the open-files limit is {now}, below limits.max_connections + 256 ({wanted}): connections beyond it fail to be accepted; raise LimitNOFILE"
         );
-    }
-}
-
-/// `Type=notify`: tell systemd the listener is bound (so READY is true when
-/// it arrives), and feed its watchdog from the async runtime for as long as
-/// that runs. Outside systemd (no `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) both
-/// are no-ops. Must be called inside the runtime.
-fn systemd_ready() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    if let Some(period) = sd_notify::watchdog_enabled() {
-        tokio::spawn(async move {
-            // Twice per period, as sd_watchdog_enabled(3) recommends.
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        });
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers we can only be stopped by SIGKILL; keep serving.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }

@@ -14,4 +14,5 @@ pub mod pki;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod untrusted;

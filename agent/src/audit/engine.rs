@@ -76,16 +76,14 @@ pub fn evaluate(check: &Check, facts: &Facts<'_>, params: &Params) -> Outcome {
 /// computed (e.g. the new snapshot), reading it with [`Facts::gathered`].
 pub trait RunHook {
     fn before_run(&self, _facts: &Facts<'_>) {}
-    fn after_run(&self, _facts: &Facts<'_>, _report: &Report) {}
+    fn after_run(&self, _facts: &Facts<'_>) {}
 }
 
-/// Run the selected checks and build the report.
-pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>) -> Report {
-    run_with_hooks(host, registry, opts, &[])
-}
-
-/// [`run`], with hooks called before the first and after the last check.
-pub fn run_with_hooks(host: &Host, registry: &[Check], opts: &RunOptions<'_>, hooks: &[&dyn RunHook]) -> Report {
+/// Run the selected checks and build the report, with the hooks called
+/// before the first and after the last check. Callers outside the audit
+/// library go through [`crate::audit_run::audit`], which brings the state
+/// layer's hooks.
+pub fn run(host: &Host, registry: &[Check], opts: &RunOptions<'_>, hooks: &[&dyn RunHook]) -> Report {
     let started = Utc::now();
     let clock = Instant::now();
     let facts = Facts::new(host);
@@ -120,7 +118,7 @@ pub fn run_with_hooks(host: &Host, registry: &[Check], opts: &RunOptions<'_>, ho
         results,
     };
     for h in hooks {
-        h.after_run(&facts, &report);
+        h.after_run(&facts);
     }
     report
 }

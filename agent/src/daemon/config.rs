@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::state::DEFAULT_STATE_DIR;
+
 /// Default location of the main file.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/kosmos-node-agent/agent.toml";
 /// Default location of the drop-in directory.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/kosmos-node-agent/agent.d";
-/// Default state directory (key, certificates, spool, chain state).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/kosmos-node-agent";
 /// Prefix of the environment overrides (`KOSMOS_AGENT_INTERVAL_SECS=60`).
 pub const ENV_PREFIX: &str = "KOSMOS_AGENT_";
 /// Environment variables with the prefix that are not configuration keys.
@@ -325,15 +325,15 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
     let state_dir = p.absolute("state_dir", raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)));
     let key_path = match raw.key_path {
         Some(path) => p.absolute("key_path", path),
-        None => state_dir.join("key.pem"),
+        None => state_dir.join(super::identity::KEY_FILE),
     };
     let cert_path = match raw.cert_path {
         Some(path) => p.absolute("cert_path", path),
-        None => state_dir.join("cert.pem"),
+        None => state_dir.join(super::identity::CERT_FILE),
     };
     let ca_path = match raw.ca_path {
         Some(path) => p.absolute("ca_path", path),
-        None => state_dir.join("ca.pem"),
+        None => state_dir.join(super::identity::CA_FILE),
     };
     let root = p.absolute("root", raw.root.unwrap_or_else(|| PathBuf::from("/")));
 
@@ -347,7 +347,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
             String::new()
         }
         Some(url) => {
-            if let Err(why) = check_collector_url(&url) {
+            if let Err(why) = super::tls::CollectorUrl::parse(&url) {
                 p.bad("collector_url", why);
             }
             url
@@ -377,18 +377,6 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
         stream_linger: (stream_linger_secs > 0).then(|| Duration::from_secs(stream_linger_secs)),
         root,
     }
-}
-
-/// A collector URL must be `https://host[:port]`.
-pub fn check_collector_url(url: &str) -> Result<(), String> {
-    let uri: tonic::transport::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(format!("{url:?} must start with https:// (the stream is always TLS)"));
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -497,8 +485,8 @@ mod tests {
         assert!(all.contains("collector_url: required"), "{all}");
         assert!(all.contains("backoff_max_ms: must not be below"), "{all}");
         assert!(all.contains("server_name"), "{all}");
-        assert!(check_collector_url("https://10.0.0.1:7443").is_ok());
-        assert!(check_collector_url("https://").is_err());
+        assert!(super::super::tls::CollectorUrl::parse("https://10.0.0.1:7443").is_ok());
+        assert!(super::super::tls::CollectorUrl::parse("https://").is_err());
     }
 
     /// The commented default configuration the packages install as

@@ -13,26 +13,21 @@
 //! with that mode), `cert.pem`, `ca.pem` (0644) and `node_id`.
 
 use std::fmt;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use kosmos_proto::identity::{is_valid_node_id, node_id_from_cert, verifying_key_from_cert};
 use kosmos_proto::v1::EnrollRequest;
 use kosmos_proto::v1::enrollment_client::EnrollmentClient;
 use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ED25519};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::state::durable;
+use super::identity;
+pub use super::tls::Fingerprint;
+use super::tls::{CollectorUrl, PinnedCaVerifier, cert_pem, crypto_provider, error_chain};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,43 +46,6 @@ impl std::str::FromStr for Secret {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(Secret(s.to_string()))
-    }
-}
-
-/// The SHA-256 fingerprint of the collector CA certificate (DER).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    /// Parse `SHA256:<hex>` (colons allowed) or `SHA256:<base64>` (standard
-    /// or URL-safe, padding optional). The `SHA256:` prefix may be omitted.
-    pub fn parse(s: &str) -> Result<Fingerprint, String> {
-        let t = s.trim();
-        let v = t.get(..7).filter(|p| p.eq_ignore_ascii_case("sha256:")).map_or(t, |_| &t[7..]);
-        let hex: String = v.chars().filter(|&c| c != ':').collect();
-        let bytes = if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            crate::daemon::spool::hex_decode(&hex.to_ascii_lowercase())
-        } else {
-            let trimmed = v.trim_end_matches('=');
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(trimmed)
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
-                .ok()
-        };
-        bytes
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .map(Fingerprint)
-            .ok_or_else(|| format!("{s:?} is not a SHA-256 fingerprint (SHA256:<64 hex digits> or SHA256:<base64>)"))
-    }
-
-    pub fn of(der: &[u8]) -> Fingerprint {
-        Fingerprint(Sha256::digest(der).into())
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SHA256:{}", crate::daemon::spool::hex_encode(&self.0))
     }
 }
 
@@ -151,111 +109,16 @@ pub struct Enrolled {
     pub state_dir: PathBuf,
 }
 
-/// The crypto provider used for every TLS connection the agent makes.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Verifies a server chain against the CA pinned by fingerprint, and keeps
-/// that CA for later use.
-#[derive(Debug)]
-pub struct PinnedCaVerifier {
-    pin: Fingerprint,
-    provider: Arc<CryptoProvider>,
-    /// The pinned CA, once a handshake presented it.
-    found: Mutex<Option<CertificateDer<'static>>>,
-    /// Fingerprints presented by the last handshake, for the error message.
-    presented: Mutex<Vec<Fingerprint>>,
-}
-
-impl PinnedCaVerifier {
-    pub fn new(pin: Fingerprint, provider: Arc<CryptoProvider>) -> Self {
-        Self { pin, provider, found: Mutex::new(None), presented: Mutex::new(Vec::new()) }
-    }
-
-    /// The pinned CA certificate, if a handshake presented and verified it.
-    pub fn pinned_ca(&self) -> Option<CertificateDer<'static>> {
-        self.found.lock().ok().and_then(|g| g.clone())
-    }
-
-    fn presented(&self) -> Vec<Fingerprint> {
-        self.presented.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-}
-
-impl ServerCertVerifier for PinnedCaVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let chain: Vec<&CertificateDer<'_>> = std::iter::once(end_entity).chain(intermediates).collect();
-        if let Ok(mut p) = self.presented.lock() {
-            *p = chain.iter().map(|c| Fingerprint::of(c)).collect();
-        }
-        let Some(ca) = chain.iter().find(|c| Fingerprint::of(c) == self.pin) else {
-            return Err(rustls::Error::General(
-                "no certificate in the server chain matches the pinned fingerprint".into(),
-            ));
-        };
-        let ca = CertificateDer::from(ca.as_ref().to_vec());
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone())?;
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(format!("cannot use the pinned CA: {e}")))?;
-        let verified = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
-        if let Ok(mut f) = self.found.lock() {
-            *f = Some(ca);
-        }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// Host, port and TLS name of a collector URL.
-pub fn parse_collector(url: &str, server_name: Option<&str>) -> Result<(String, u16, ServerName<'static>), String> {
-    crate::daemon::config::check_collector_url(url)?;
-    let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    let name = server_name.unwrap_or(&host);
-    let name = ServerName::try_from(name.to_string()).map_err(|e| format!("bad TLS name {name:?}: {e}"))?;
-    Ok((host, port, name))
-}
-
 /// Handshake with the collector and return its CA, verified against `pin`.
 pub async fn fetch_pinned_ca(
     url: &str,
     server_name: Option<&str>,
     pin: Fingerprint,
 ) -> Result<CertificateDer<'static>, EnrollError> {
-    let (host, port, name) =
-        parse_collector(url, server_name).map_err(|why| EnrollError::BadUrl { url: url.to_string(), why })?;
+    let bad_url = |why| EnrollError::BadUrl { url: url.to_string(), why };
+    let collector = CollectorUrl::parse(url).map_err(bad_url)?;
+    let name = collector.tls_name(server_name).map_err(bad_url)?;
+    let (host, port) = (collector.host, collector.port);
     let provider = crypto_provider();
     let verifier = Arc::new(PinnedCaVerifier::new(pin, provider.clone()));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -294,18 +157,6 @@ pub async fn fetch_pinned_ca(
     }
 }
 
-/// PEM of one DER certificate.
-pub fn cert_pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
 fn read_small(path: &str) -> Option<String> {
     use std::io::Read;
     let mut s = String::new();
@@ -316,8 +167,8 @@ fn read_small(path: &str) -> Option<String> {
 /// Enroll this node: key, CSR, pinned handshake, Enroll RPC, then store.
 pub async fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     let url = opts.collector_url.as_str();
-    let key_path = opts.state_dir.join("key.pem");
-    let cert_path = opts.state_dir.join("cert.pem");
+    let key_path = opts.state_dir.join(identity::KEY_FILE);
+    let cert_path = opts.state_dir.join(identity::CERT_FILE);
     if !opts.force {
         for p in [&key_path, &cert_path] {
             if p.exists() {
@@ -337,7 +188,8 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     params.distinguished_name.push(DnType::CommonName, if hostname.is_empty() { "kosmos-node" } else { &hostname });
     let csr = params.serialize_request(&key).and_then(|c| c.pem()).map_err(|e| EnrollError::Key(e.to_string()))?;
 
-    let (_, _, name) = parse_collector(url, opts.server_name.as_deref())
+    let name = CollectorUrl::parse(url)
+        .and_then(|c| c.tls_name(opts.server_name.as_deref()))
         .map_err(|why| EnrollError::BadUrl { url: url.into(), why })?;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca_pem)).domain_name(name.to_str());
     let channel = Endpoint::from_shared(url.to_string())
@@ -381,104 +233,21 @@ pub async fn enroll(opts: &EnrollOptions) -> Result<Enrolled, EnrollError> {
         }
     }
 
-    store(opts, &key.serialize_pem(), &response.certificate_pem, &ca_pem, &response.node_id)?;
+    identity::store(
+        &opts.state_dir,
+        opts.force,
+        &key.serialize_pem(),
+        &response.certificate_pem,
+        &ca_pem,
+        &response.node_id,
+    )?;
     Ok(Enrolled { node_id: response.node_id, state_dir: opts.state_dir.clone() })
-}
-
-fn store(opts: &EnrollOptions, key_pem: &str, cert: &str, ca: &str, node_id: &str) -> Result<(), EnrollError> {
-    let dir = &opts.state_dir;
-    let werr = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| EnrollError::Write { path, source }
-    };
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(werr(dir))?;
-    if opts.force {
-        // A new identity starts a new chain at seq 1; the old identity's
-        // unsent envelopes could not be delivered under the new certificate.
-        let spool = crate::daemon::spool::Spool::open(dir, u64::MAX)
-            .map_err(|e| EnrollError::Write { path: dir.display().to_string(), source: std::io::Error::other(e) })?;
-        if !spool.is_empty() {
-            tracing::warn!(count = spool.len(), "re-enrolling: dropping envelopes of the previous identity");
-        }
-        drop(spool);
-        let _ = std::fs::remove_dir_all(dir.join("spool"));
-        let _ = std::fs::remove_file(dir.join("chain.json"));
-    }
-    let files: [(&str, &str, u32); 4] = [
-        ("key.pem", key_pem, 0o600),
-        ("cert.pem", cert, 0o644),
-        ("ca.pem", ca, 0o644),
-        ("node_id", &format!("{node_id}\n"), 0o644),
-    ];
-    for (name, content, mode) in files {
-        let p = dir.join(name);
-        durable::replace(&p, content.as_bytes(), mode).map_err(werr(&p))?;
-    }
-    Ok(())
-}
-
-/// An error with its sources, for transport errors whose Display is terse.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testpki::{Pki, enrollment_server};
-
-    #[test]
-    fn fingerprint_formats() {
-        let der = b"certificate bytes";
-        let fp = Fingerprint::of(der);
-        let hex = crate::daemon::spool::hex_encode(&fp.0);
-        assert_eq!(Fingerprint::parse(&format!("SHA256:{hex}")).unwrap(), fp);
-        assert_eq!(Fingerprint::parse(&hex.to_uppercase()).unwrap(), fp);
-        let colons: Vec<String> = fp.0.iter().map(|b| format!("{b:02X}")).collect();
-        assert_eq!(Fingerprint::parse(&format!("sha256:{}", colons.join(":"))).unwrap(), fp);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(fp.0);
-        assert_eq!(Fingerprint::parse(&format!("SHA256:{b64}")).unwrap(), fp);
-        assert_eq!(Fingerprint::parse(&format!("SHA256:{}", b64.trim_end_matches('='))).unwrap(), fp);
-        assert!(Fingerprint::parse("SHA256:abcd").is_err());
-        assert!(Fingerprint::parse("").is_err());
-        assert_eq!(Fingerprint::parse(&fp.to_string()).unwrap(), fp);
-    }
-
-    fn verify(pki: &Pki, pin: Fingerprint, chain: &[CertificateDer<'static>]) -> Result<(), rustls::Error> {
-        let v = PinnedCaVerifier::new(pin, crypto_provider());
-        let name = ServerName::try_from("localhost").unwrap();
-        let r = v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).map(|_| ());
-        if r.is_ok() {
-            assert_eq!(v.pinned_ca().unwrap().as_ref(), pki.ca_der.as_slice());
-        } else {
-            assert!(v.pinned_ca().is_none());
-        }
-        r
-    }
-
-    #[test]
-    fn pin_verifier_accepts_the_right_ca_and_refuses_others() {
-        let pki = Pki::new();
-        let chain = vec![CertificateDer::from(pki.server_der.clone()), CertificateDer::from(pki.ca_der.clone())];
-        assert!(verify(&pki, Fingerprint::of(&pki.ca_der), &chain).is_ok());
-        // Wrong pin.
-        let err = verify(&pki, Fingerprint([9; 32]), &chain).unwrap_err();
-        assert!(err.to_string().contains("pinned fingerprint"), "{err}");
-        // The pinned CA is presented, but the server certificate comes from
-        // another CA: refused by webpki.
-        let other = Pki::new();
-        let mixed = vec![CertificateDer::from(other.server_der.clone()), CertificateDer::from(pki.ca_der.clone())];
-        assert!(verify(&pki, Fingerprint::of(&pki.ca_der), &mixed).is_err());
-        // Pinning the server certificate itself is not pinning a CA.
-        assert!(verify(&pki, Fingerprint::of(&pki.server_der), &chain).is_err());
-    }
 
     #[tokio::test]
     async fn enroll_against_an_in_process_collector() {

@@ -17,40 +17,37 @@
 
 pub mod config;
 pub mod enroll;
+pub mod file_watch;
+pub mod identity;
 pub mod sender;
 pub mod spool;
 pub mod status;
-pub mod file_watch;
+pub mod systemd;
+pub mod tls;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::DecodePrivateKey;
-use kosmos_proto::identity::{node_id_from_cert, verifying_key_from_cert};
 use kosmos_proto::v1::{AttestationBody, Trigger};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::audit::checks::registry;
-use crate::daemon::config::Config;
-use crate::audit::engine::{self, AGENT_VERSION, RunOptions};
+use crate::audit::engine::AGENT_VERSION;
 use crate::audit::host::Host;
 use crate::audit::profile::Profile;
-use crate::daemon::sender::{AckedAtLeast, Backoff, ClientTls, Drained, Forever, Sender, SessionEnd};
+use crate::audit_run::AuditRequest;
+use crate::daemon::config::Config;
+use crate::daemon::file_watch::FileWatch;
+use crate::daemon::sender::{AckedAtLeast, Backoff, Drained, Forever, Sender, SessionEnd};
 use crate::daemon::spool::Spool;
 use crate::daemon::status::StatusBoard;
-use crate::daemon::file_watch::FileWatch;
 
 /// Quiet time after the last file change before re-auditing.
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
 /// Longest a burst of changes can postpone the re-audit.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(10);
-/// Identity files larger than this are refused.
-const PEM_LIMIT: u64 = 64 * 1024;
 
 /// Errors that stop the daemon before or while it runs.
 #[derive(Debug, thiserror::Error)]
@@ -80,55 +77,6 @@ impl DaemonError {
             DaemonError::Spool(_) | DaemonError::Audit(_) => 1,
         }
     }
-}
-
-/// The node's enrolled identity.
-pub struct NodeIdentity {
-    pub node_id: String,
-    pub key: SigningKey,
-    pub tls: ClientTls,
-}
-
-impl std::fmt::Debug for NodeIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity").field("node_id", &self.node_id).field("key", &"<redacted>").finish()
-    }
-}
-
-fn read_pem(path: &Path) -> Result<String, DaemonError> {
-    use std::io::Read;
-    let not = |why: String| DaemonError::NotEnrolled { path: path.display().to_string(), why };
-    let f = std::fs::File::open(path).map_err(|e| not(e.to_string()))?;
-    let mut s = String::new();
-    f.take(PEM_LIMIT + 1).read_to_string(&mut s).map_err(|e| not(e.to_string()))?;
-    if s.len() as u64 > PEM_LIMIT {
-        return Err(not(format!("larger than {PEM_LIMIT} bytes")));
-    }
-    Ok(s)
-}
-
-/// Load key, certificate and CA, and check that they belong together.
-pub fn load_identity(config: &Config) -> Result<NodeIdentity, DaemonError> {
-    let key_pem = read_pem(&config.key_path)?;
-    let cert_pem = read_pem(&config.cert_path)?;
-    let ca_pem = read_pem(&config.ca_path)?;
-    let key = SigningKey::from_pkcs8_pem(&key_pem).map_err(|e| {
-        DaemonError::BadIdentity(format!("{}: not an Ed25519 PKCS#8 key: {e}", config.key_path.display()))
-    })?;
-    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| DaemonError::BadIdentity(format!("{}: {e}", config.cert_path.display())))?;
-    let node_id = node_id_from_cert(&cert).map_err(|e| DaemonError::BadIdentity(e.to_string()))?;
-    let cert_key = verifying_key_from_cert(&cert).map_err(|e| DaemonError::BadIdentity(e.to_string()))?;
-    if cert_key != key.verifying_key() {
-        return Err(DaemonError::BadIdentity(format!(
-            "{} is not the certificate of {}",
-            config.cert_path.display(),
-            config.key_path.display()
-        )));
-    }
-    CertificateDer::from_pem_slice(ca_pem.as_bytes())
-        .map_err(|e| DaemonError::BadIdentity(format!("{}: {e}", config.ca_path.display())))?;
-    Ok(NodeIdentity { node_id, key, tls: ClientTls { cert_pem, key_pem, ca_pem } })
 }
 
 /// How to run.
@@ -164,14 +112,14 @@ pub async fn run(
     systemd: Systemd,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<u8, DaemonError> {
-    let identity = load_identity(&config)?;
+    let identity = identity::load(&config)?;
     // Fail fast on a bad profile rather than at the first audit.
     Profile::load(&config.profile, &registry())?;
     let spool = Spool::open(&config.state_dir, config.spool_max_bytes)?;
     for q in spool.quarantined() {
         tracing::warn!("quarantined at start: {q}");
     }
-    let endpoint = crate::daemon::sender::endpoint(&config.collector_url, config.server_name.as_deref(), &identity.tls)
+    let endpoint = crate::daemon::tls::endpoint(&config.collector_url, config.server_name.as_deref(), &identity.tls)
         .map_err(DaemonError::Endpoint)?;
     let status = Arc::new(StatusBoard::new(systemd.notify));
     status.spooled(spool.len(), spool.quarantined().len());
@@ -203,19 +151,7 @@ pub async fn run(
     });
 
     if systemd.notify {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        if let Some(period) = sd_notify::watchdog_enabled() {
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(period / 2);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
-                        _ = stop.changed() => return,
-                    }
-                }
-            });
-        }
+        self::systemd::ready(stop_rx.clone());
     }
 
     match mode {
@@ -268,7 +204,7 @@ async fn run_daemon(
     let produced = producer.await;
     shared.status.phase("stopping");
     if systemd.notify {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self::systemd::stopping();
     }
     let grace = shared.config.shutdown_grace;
     let left = shared.spool.lock().map(|s| s.len()).unwrap_or(0);
@@ -363,14 +299,19 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
     let audited = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
         let registry = registry();
         let profile = Profile::load(&profile_name, &registry)?;
-        let host = if root == Path::new("/") { Host::live() } else { Host::offline(&root) };
-        let opts = RunOptions { profile: &profile, only: None, today: chrono::Utc::now().date_naive() };
-        // The same state as `check`: kubelet drift snapshots and first-seen
-        // times of pending updates live in the agent's state directory.
-        let drift = crate::state::DriftHook::new(Ok(state_dir.as_path()));
-        let first_seen = crate::state::first_seen::FirstSeenHook::new(Ok(state_dir.as_path()));
-        let firewall = crate::audit::checks::firewall::SnapshotHook { profile: &profile, state_dir: Some(&state_dir) };
-        let report = engine::run_with_hooks(&host, &registry, &opts, &[&drift, &first_seen, &firewall]);
+        let host = Host::at(&root);
+        // The same audit as `check`, with the same state (drift snapshots,
+        // first-seen times of pending updates) in the configured directory.
+        let report = crate::audit_run::audit(
+            &registry,
+            &AuditRequest {
+                host: &host,
+                profile: &profile,
+                only: None,
+                today: chrono::Utc::now().date_naive(),
+                state_dir: Some(&state_dir),
+            },
+        );
         let json = serde_json::to_vec(&report).map_err(|e| DaemonError::Audit(e.to_string()))?;
         Ok((json, profile.name.clone(), profile.version.clone(), report.summary))
     })
@@ -429,7 +370,7 @@ mod tests {
     }
 
     /// An enrolled state dir and a config pointing at `url`.
-    fn setup(pki: &Pki, url: &str, state: &Path, root: &Path) -> Config {
+    fn setup(pki: &Pki, url: &str, state: &std::path::Path, root: &std::path::Path) -> Config {
         let (key, cert) = pki.node("node-d1");
         std::fs::create_dir_all(state).unwrap();
         std::fs::write(state.join("key.pem"), key).unwrap();

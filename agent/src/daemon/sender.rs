@@ -18,13 +18,12 @@ use kosmos_proto::v1::AttestationEnvelope;
 use kosmos_proto::v1::attestation_client::AttestationClient;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 
-use crate::daemon::enroll::{error_chain, parse_collector};
 use crate::daemon::spool::Spool;
 use crate::daemon::status::StatusBoard;
+use crate::daemon::tls::error_chain;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envelopes in flight on the stream before waiting for the transport.
 const IN_FLIGHT: usize = 16;
 
@@ -74,38 +73,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
-}
-
-/// TLS material for the stream: node certificate + key, collector CA.
-#[derive(Clone)]
-pub struct ClientTls {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub ca_pem: String,
-}
-
-impl std::fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTls").field("key_pem", &"<redacted>").finish_non_exhaustive()
-    }
-}
-
-/// Build the mTLS endpoint for the collector.
-pub fn endpoint(url: &str, server_name: Option<&str>, tls: &ClientTls) -> Result<Endpoint, String> {
-    let (_, _, name) = parse_collector(url, server_name)?;
-    let config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&tls.ca_pem))
-        .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-        .domain_name(name.to_str());
-    Ok(Endpoint::from_shared(url.to_string())
-        .map_err(|e| e.to_string())?
-        .tls_config(config)
-        .map_err(|e| error_chain(&e))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_keepalive(Some(Duration::from_secs(60)))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true))
 }
 
 /// How a session ended without error.

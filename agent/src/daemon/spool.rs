@@ -35,7 +35,7 @@ use kosmos_proto::v1::{AttestationBody, AttestationEnvelope, DroppedRange, Trigg
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::state::durable;
+use crate::state::durable::{self, TMP_PREFIX};
 
 const MAGIC: &[u8; 4] = b"KSPL";
 const FORMAT_VERSION: u32 = 1;
@@ -47,8 +47,6 @@ const MAX_PAYLOAD: u64 = MAX_BODY_BYTES as u64 + 1024;
 /// Room kept free for the gap marker written after an eviction.
 const GAP_RESERVE: u64 = 1024;
 const SUFFIX: &str = ".env";
-/// Prefix of [`durable::replace`] temporary files.
-const TMP_PREFIX: &str = ".tmp-";
 
 /// Errors that stop the spool from working (disk, permissions). Corrupt
 /// files are not errors: they are quarantined.

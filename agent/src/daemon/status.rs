@@ -42,7 +42,7 @@ impl StatusBoard {
             Err(_) => return,
         };
         if self.notify_systemd {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&text)]);
+            super::systemd::status(&text);
         }
     }
 

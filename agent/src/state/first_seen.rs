@@ -1,59 +1,26 @@
-//! The agent's own persistent state (on the auditing machine, not the
-//! audited root): since when each pending security update has been seen, so
-//! that `patch.security_updates_pending` can grant a grace period to a fix
-//! that is *known* to be recent.
-//!
-//! The rule (issue 14): the grace period applies only to an update the agent
-//! has evidence is new, i.e. one that was absent from an earlier observation
-//! of the same node. An update already pending at the first observation
-//! (fresh install, reinstalled node, lost state directory, offline audit
-//! without state) has an unknown age: it may be months old, so it counts as
-//! overdue. Counting "first seen" as "appeared" would let every long-missing
-//! fix pass on every new agent.
-//!
-//! Records are kept per package and architecture, one per candidate version
-//! seen: a node missing the fix of candidate 2 is still missing it when
-//! candidate 3 (which includes it) appears, so the age of a pending update is
-//! that of the oldest recorded candidate newer than the installed version.
-//!
-//! Design: checks are pure, so they never write. The CLI and the daemon load
-//! the state before the run and hand it to the checks as a fact
-//! ([`FirstSeen`]); after the run they record the pending security updates
-//! the checks saw ([`FirstSeen::save`]). The file is written atomically
-//! (temporary file, fsync, rename) with mode 0600 in a 0700 directory.
+//! First-seen records of pending security updates, on disk: loaded before
+//! a run into the [`FirstSeen`] fact (see
+//! [`crate::audit::facts::packages::first_seen`] for the rule that judges
+//! ages from them), and updated after it with the pending security updates
+//! the checks saw. The file (`first-seen.json`, format 2; format 1 is still
+//! read) is written atomically with mode 0600 in a 0700 directory.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::facts::packages::debversion::DebVersion;
-use crate::audit::facts::packages::rpm::Evr;
-use crate::audit::facts::packages::updates::{Manager, PendingUpdate};
-use crate::audit::facts::{Facts, Gather};
-
-/// Where the daemon and `check` keep their state by default.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/kosmos-node-agent";
+use super::durable;
+use crate::audit::engine::RunHook;
+use crate::audit::facts::Facts;
+use crate::audit::facts::packages::first_seen::{FirstSeen, Seen, UpdateRecords, package_key};
+use crate::audit::facts::packages::updates::{Manager, PendingUpdate, UpdateFacts};
 
 const FILE_NAME: &str = "first-seen.json";
 const STATE_LIMIT: u64 = 16 * 1024 * 1024;
 const FORMAT: u32 = 2;
-
-/// When one candidate version of a package was first seen pending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Seen {
-    pub first_seen: DateTime<Utc>,
-    /// True only when an earlier observation of the node did not have this
-    /// update pending: then `first_seen` bounds when it appeared.
-    pub age_known: bool,
-}
-
-/// `name:arch` → candidate version → when first seen.
-pub type UpdateRecords = BTreeMap<String, BTreeMap<String, Seen>>;
 
 /// The state file (format 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,50 +32,6 @@ struct StateFile {
     last_observation: DateTime<Utc>,
     /// `name:arch` → candidate version → when first seen.
     updates: UpdateRecords,
-}
-
-/// How old a pending update is, as far as the state can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdateAge {
-    /// Absent from an earlier observation: pending since at most `since`.
-    Known { since: DateTime<Utc> },
-    /// Already pending at the first observation (or no observation is on
-    /// record): it may have been available for any time.
-    Unknown { first_seen: DateTime<Utc> },
-}
-
-/// First-seen times of pending security updates, and the observation history
-/// that says which of them are known to be new.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FirstSeen {
-    /// `name:arch` → candidate → first seen.
-    pub entries: UpdateRecords,
-    /// The first and latest earlier observations, when there were any.
-    pub observations: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// The state file, when there is a usable state directory.
-    pub path: Option<PathBuf>,
-    /// Why there is no usable state (said in evidence).
-    pub unavailable: Option<String>,
-}
-
-impl Gather for FirstSeen {
-    /// Without a state directory handed in by the CLI, nothing is known.
-    fn gather(_facts: &Facts<'_>) -> Self {
-        FirstSeen { unavailable: Some("no state directory in use".into()), ..FirstSeen::default() }
-    }
-}
-
-fn package_key(u: &PendingUpdate) -> String {
-    format!("{}:{}", u.name, u.arch)
-}
-
-/// `a` compared with `b` in the package manager's version order; `None` when
-/// either does not parse.
-fn compare(manager: Manager, a: &str, b: &str) -> Option<Ordering> {
-    match manager {
-        Manager::Apt => Some(DebVersion::parse(a).ok()?.cmp(&DebVersion::parse(b).ok()?)),
-        Manager::Dnf => Some(Evr::parse(a).cmp_evr(&Evr::parse(b))),
-    }
 }
 
 /// Read the format-1 file (`"name:arch candidate"` → time). Which of its
@@ -185,38 +108,6 @@ impl FirstSeen {
         state
     }
 
-    /// The records of `u`'s package whose fix is still missing: candidates
-    /// newer than the installed version (a version that does not parse counts
-    /// as missing: the older record then wins, which is the strict reading).
-    fn missing<'a>(&'a self, u: &PendingUpdate, manager: Manager) -> impl Iterator<Item = (&'a String, &'a Seen)> {
-        let installed = u.installed.clone();
-        self.entries
-            .get(&package_key(u))
-            .into_iter()
-            .flatten()
-            .filter(move |(cand, _)| compare(manager, cand, &installed).is_none_or(Ordering::is_gt))
-    }
-
-    /// How old `u` is at `now`.
-    pub fn age(&self, u: &PendingUpdate, manager: Manager, now: DateTime<Utc>) -> UpdateAge {
-        let mut oldest: Option<Seen> = None;
-        let mut unknown = false;
-        for (_, seen) in self.missing(u, manager) {
-            unknown |= !seen.age_known;
-            if oldest.is_none_or(|o| seen.first_seen < o.first_seen) {
-                oldest = Some(*seen);
-            }
-        }
-        match oldest {
-            Some(o) if unknown => UpdateAge::Unknown { first_seen: o.first_seen },
-            Some(o) => UpdateAge::Known { since: o.first_seen },
-            // Not on record: new in this run. It is known to be new only if an
-            // earlier observation did not have it.
-            None if self.observations.is_some() && self.unavailable.is_none() => UpdateAge::Known { since: now },
-            None => UpdateAge::Unknown { first_seen: now },
-        }
-    }
-
     /// Record the currently pending security updates at `now`: keep the
     /// records of fixes still missing, add new candidates (known to be new
     /// only when an earlier observation exists), forget packages no longer
@@ -239,15 +130,14 @@ impl FirstSeen {
             updates,
         };
         let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        crate::state::durable::replace(path, text.as_bytes(), 0o600)
+        durable::replace_private(path, text.as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::facts::packages::first_seen::UpdateAge;
     use std::os::unix::fs::PermissionsExt;
 
     fn upd(name: &str, installed: &str, cand: &str) -> PendingUpdate {
@@ -365,7 +255,7 @@ impl FirstSeenHook {
     }
 }
 
-impl crate::audit::engine::RunHook for FirstSeenHook {
+impl RunHook for FirstSeenHook {
     fn before_run(&self, facts: &Facts<'_>) {
         let state = match &self.dir {
             Ok(dir) => FirstSeen::load(dir),
@@ -374,10 +264,8 @@ impl crate::audit::engine::RunHook for FirstSeenHook {
         facts.provide(state);
     }
 
-    fn after_run(&self, facts: &Facts<'_>, _report: &crate::audit::report::Report) {
-        let (Some(state), Some(updates)) =
-            (facts.gathered::<FirstSeen>(), facts.gathered::<crate::audit::facts::packages::updates::UpdateFacts>())
-        else {
+    fn after_run(&self, facts: &Facts<'_>) {
+        let (Some(state), Some(updates)) = (facts.gathered::<FirstSeen>(), facts.gathered::<UpdateFacts>()) else {
             return;
         };
         if let Ok(status) = &updates.0

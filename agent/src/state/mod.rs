@@ -1,35 +1,37 @@
-//! The agent's state directory (default `/var/lib/kosmos-node-agent`) and
-//! the run hook that feeds drift detection from it.
+//! The agent's state: what it remembers between runs on the auditing
+//! machine (never the audited root), in one directory, default
+//! [`DEFAULT_STATE_DIR`].
 //!
-//! This is the only place that writes to disk besides report output. The
-//! directory is created with mode 0700; files are written with mode 0600,
-//! atomically (temporary file in the same directory, fsync, rename, fsync of
-//! the directory), so a crash or a concurrent reader never sees half a
-//! snapshot. Checks stay pure: [`DriftHook::before_run`] reads the previous
-//! and pinned snapshots and provides them as a fact, and
-//! [`DriftHook::after_run`] persists the snapshot the drift fact computed.
+//! - [`StateDir`]: the directory (0700) and its JSON files (0600);
+//! - [`durable`]: the one atomic-replace primitive every file the agent
+//!   keeps goes through (state, spool, node identity);
+//! - the run hooks that feed the audit's drift and age facts from that
+//!   memory and persist what the run computed: [`kubelet_drift`],
+//!   [`firewall_drift`], [`first_seen`]. [`StateHooks`] bundles them, so
+//!   every audit entry gets the same ones;
+//! - [`dir_for`]: the one rule for which state directory a run uses.
+//!
+//! Checks stay pure: they see state only as facts handed in before the run
+//! (`Facts::provide`), and only these hooks write, after it.
 
 pub mod durable;
+pub mod firewall_drift;
 pub mod first_seen;
+pub mod kubelet_drift;
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::audit::engine::RunHook;
-use crate::audit::facts::Facts;
-use crate::audit::facts::kubelet::drift::{DriftInputs, KubeletDrift, Snapshot};
-use crate::audit::report::Report;
+use crate::audit::host::Host;
+use crate::audit::profile::Profile;
 
-/// Where a live run keeps its state unless told otherwise.
+/// Where the agent keeps its state unless told otherwise (the daemon's
+/// `state_dir`, `check` and `baseline pin` on the live host).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/kosmos-node-agent";
-/// The last effective kubelet configuration.
-pub const LAST_SNAPSHOT: &str = "kubelet-last.json";
-/// The pinned reference (`baseline pin`).
-pub const PINNED_SNAPSHOT: &str = "kubelet-pinned.json";
 
 /// State files are small; a larger one was not written by us.
 const STATE_FILE_LIMIT: u64 = 8 * 1024 * 1024;
@@ -87,65 +89,44 @@ impl StateDir {
 
     /// Write a JSON state file atomically with mode 0600.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        let tmp = self.path.join(format!(".{name}.tmp.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, self.path.join(name))?;
-            std::fs::File::open(&self.path)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        durable::replace(&self.path.join(name), &text, 0o600)
     }
 }
 
-/// Feeds drift detection from the state directory and persists the new
-/// snapshot after the run. The directory is created only when there is a
-/// snapshot to write, so a run on a host without a kubelet leaves no trace.
+/// The state directory of a run, or why it has none: the one given, else
+/// the default on the live host. An offline root is another machine, whose
+/// state must not mix with this one's, so it has state only when asked.
+pub fn dir_for(host: &Host, given: Option<&Path>) -> Result<PathBuf, String> {
+    match given {
+        Some(d) => Ok(d.to_path_buf()),
+        None if host.is_live() => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
+        None => Err("offline root audited without --state-dir: drift is not tracked".into()),
+    }
+}
+
+/// Every hook the state layer contributes to an audit, built once per run.
 #[derive(Debug)]
-pub struct DriftHook {
-    /// The state directory, or why this run has none.
-    dir: Result<StateDir, String>,
-    now: String,
+pub struct StateHooks {
+    kubelet: kubelet_drift::DriftHook,
+    first_seen: first_seen::FirstSeenHook,
+    firewall: firewall_drift::FirewallDriftHook,
 }
 
-impl DriftHook {
-    /// `dir`: the state directory to use, or why there is none (e.g. an
-    /// offline root audited without `--state-dir`).
-    pub fn new(dir: Result<&Path, String>) -> Self {
-        let dir = dir.map(StateDir::at);
-        DriftHook { dir, now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }
-    }
-}
-
-impl RunHook for DriftHook {
-    fn before_run(&self, facts: &Facts<'_>) {
-        let inputs = match &self.dir {
-            Ok(d) => DriftInputs {
-                state_dir: Ok(d.path().display().to_string()),
-                previous: d.read_json::<Snapshot>(LAST_SNAPSHOT),
-                pinned: d.read_json::<Snapshot>(PINNED_SNAPSHOT),
-                now: self.now.clone(),
-            },
-            Err(why) => {
-                DriftInputs { state_dir: Err(why.clone()), previous: Ok(None), pinned: Ok(None), now: self.now.clone() }
-            }
-        };
-        facts.provide(inputs);
-    }
-
-    fn after_run(&self, facts: &Facts<'_>, _report: &Report) {
-        let (Ok(dir), Some(drift)) = (&self.dir, facts.gathered::<KubeletDrift>()) else { return };
-        let KubeletDrift::Computed { next, .. } = &*drift else { return };
-        if let Err(e) = StateDir::open(dir.path()).and_then(|d| d.write_json(LAST_SNAPSHOT, next)) {
-            tracing::warn!("cannot save the kubelet snapshot in {}: {e}", dir.path().display());
+impl StateHooks {
+    /// `dir`: the run's state directory, or why it has none ([`dir_for`]).
+    pub fn new(dir: Result<&Path, String>, profile: &Profile) -> Self {
+        StateHooks {
+            kubelet: kubelet_drift::DriftHook::new(dir.clone()),
+            first_seen: first_seen::FirstSeenHook::new(dir.clone()),
+            firewall: firewall_drift::FirewallDriftHook::new(dir.ok(), profile),
         }
+    }
+
+    /// The hooks, in the order they run.
+    pub fn hooks(&self) -> [&dyn RunHook; 3] {
+        [&self.kubelet, &self.first_seen, &self.firewall]
     }
 }
 

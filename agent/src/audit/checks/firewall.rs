@@ -10,38 +10,11 @@ use serde_json::json;
 
 use crate::audit::check::{Check, ParamSpec, Params};
 use crate::audit::facts::Facts;
+use crate::audit::facts::firewall::FirewallFacts;
+use crate::audit::facts::firewall::drift::{CurrentRuleset, PreviousRuleset};
 use crate::audit::facts::firewall::model::{Decision, Elem, Key, L3, Packet, Proto, Rhs, Ruleset, Stmt};
-use crate::audit::facts::firewall::{FirewallFacts, snapshot_hash, snapshot_lines};
 use crate::audit::facts::sockets::SocketFacts;
 use crate::audit::model::{Outcome, Severity};
-
-/// Where the previous run's ruleset snapshot is kept (written by the CLI
-/// after a live run, read here through the Host).
-pub const DEFAULT_SNAPSHOT_FILE: &str = "/var/lib/kosmos-node-agent/firewall-snapshot.json";
-
-/// The agent's state directory for this run, when it has one: the default
-/// `snapshot_file` then lives there (`firewall-snapshot.json`), so an agent
-/// configured with another `state_dir` keeps all its state in it.
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotDir(pub Option<std::path::PathBuf>);
-
-impl crate::audit::facts::Gather for SnapshotDir {
-    fn gather(_facts: &Facts<'_>) -> Self {
-        SnapshotDir(None)
-    }
-}
-
-/// Where the ruleset snapshot is kept: the `snapshot_file` parameter, except
-/// that its default follows the run's state directory.
-fn snapshot_path(param: &str, dir: &SnapshotDir) -> std::path::PathBuf {
-    match &dir.0 {
-        Some(d) if param == DEFAULT_SNAPSHOT_FILE => d.join("firewall-snapshot.json"),
-        _ => std::path::PathBuf::from(param),
-    }
-}
-
-/// Snapshots larger than this many lines are not kept (report size).
-pub const MAX_SNAPSHOT_LINES: usize = 5000;
 
 /// Parameters shared by every check that asks about internet traffic.
 pub fn internet_params(c: Check) -> Check {
@@ -185,47 +158,31 @@ fn mixed(facts: &Facts<'_>) -> Outcome {
     }
 }
 
-/// The previous snapshot as stored by the CLI.
-#[derive(Debug, serde::Deserialize)]
-struct StoredSnapshot {
-    hash: String,
-    lines: Vec<String>,
-}
-
-fn drift(facts: &Facts<'_>, params: &Params) -> Outcome {
+fn drift(facts: &Facts<'_>) -> Outcome {
     let fw = facts.get::<FirewallFacts>();
     if !fw.live {
         return Outcome::not_applicable("offline root: drift compares the running ruleset between runs");
     }
-    let rs = match &fw.ruleset {
-        Ok(rs) => rs,
+    let current = facts.get::<CurrentRuleset>();
+    let (lines, hash) = match &current.0 {
+        Ok(s) => (&s.lines, &s.hash),
         Err(e) => return Outcome::error(e.to_string()).with_evidence(fw.evidence()),
     };
-    let lines = snapshot_lines(rs);
-    let hash = snapshot_hash(&lines);
-    let path = snapshot_path(params.str("snapshot_file"), &facts.get::<SnapshotDir>());
-    let path = path.to_string_lossy();
-    let path = path.as_ref();
-    let snapshot = if lines.len() <= MAX_SNAPSHOT_LINES {
-        json!({"hash": hash, "lines": lines})
-    } else {
-        json!({"hash": hash, "lines": serde_json::Value::Null})
+    let snapshot = match &current.0 {
+        Ok(s) if s.keepable() => json!({"hash": hash, "lines": lines}),
+        _ => json!({"hash": hash, "lines": serde_json::Value::Null}),
     };
-    let previous = match facts.host().read_optional(path) {
+    let prev = facts.get::<PreviousRuleset>();
+    let path = prev.path.as_str();
+    let previous = match &prev.snapshot {
         Ok(None) => {
             return Outcome::not_applicable(format!("no previous ruleset snapshot at {path}: this run records one"))
                 .observed(json!({"snapshot": snapshot}));
         }
-        Ok(Some(t)) => match serde_json::from_str::<StoredSnapshot>(&t) {
-            Ok(s) => s,
-            Err(e) => {
-                return Outcome::error(format!("{path}: not a ruleset snapshot ({e})"))
-                    .observed(json!({"snapshot": snapshot}));
-            }
-        },
-        Err(e) => return Outcome::error(e.to_string()).observed(json!({"snapshot": snapshot})),
+        Ok(Some(s)) => s,
+        Err(e) => return Outcome::error(e.clone()).observed(json!({"snapshot": snapshot})),
     };
-    if previous.hash == hash {
+    if previous.hash == *hash {
         return Outcome::pass()
             .observed(json!({"hash": hash, "snapshot": snapshot}))
             .evidence(path, format!("unchanged since the previous run (sha256 {hash})"));
@@ -252,51 +209,6 @@ fn drift(facts: &Facts<'_>, params: &Params) -> Outcome {
         o = o.evidence("firewall drift", format!("- {l}"));
     }
     o
-}
-
-/// After a live run, keep the ruleset snapshot of `firewall.ruleset_drift`
-/// for the next run to compare with (0600 in a 0700 directory, replaced
-/// atomically). Best effort: a read-only or missing state directory only
-/// means the next run has no reference, and that run says so.
-#[derive(Debug)]
-pub struct SnapshotHook<'p> {
-    pub profile: &'p crate::audit::profile::Profile,
-    /// The agent's state directory, when the run has one.
-    pub state_dir: Option<&'p std::path::Path>,
-}
-
-impl crate::audit::engine::RunHook for SnapshotHook<'_> {
-    fn before_run(&self, facts: &Facts<'_>) {
-        facts.provide(SnapshotDir(self.state_dir.map(std::path::Path::to_path_buf)));
-    }
-
-    fn after_run(&self, facts: &Facts<'_>, report: &crate::audit::report::Report) {
-        if facts.host().is_live() {
-            record_snapshot(report, self.profile, &facts.get::<SnapshotDir>());
-        }
-    }
-}
-
-fn record_snapshot(report: &crate::audit::report::Report, profile: &crate::audit::profile::Profile, dir: &SnapshotDir) {
-    use std::os::unix::fs::DirBuilderExt;
-    let Some(f) = report.results.iter().find(|f| f.id == "firewall.ruleset_drift") else { return };
-    let Some(snap) = f.observed.as_ref().and_then(|o| o.get("snapshot")).filter(|s| s["lines"].is_array()) else {
-        return;
-    };
-    let path = profile
-        .params
-        .get("firewall.ruleset_drift")
-        .and_then(|p| p.get("snapshot_file"))
-        .and_then(|v| v.as_str())
-        .unwrap_or(DEFAULT_SNAPSHOT_FILE);
-    let path = snapshot_path(path, dir);
-    let path = path.as_path();
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
-    }
-    if let Err(e) = crate::state::durable::replace(path, snap.to_string().as_bytes(), 0o600) {
-        tracing::warn!("cannot record the firewall ruleset snapshot in {}: {e}", path.display());
-    }
 }
 
 pub fn checks() -> Vec<Check> {
@@ -329,12 +241,14 @@ pub fn checks() -> Vec<Check> {
             "firewall.ruleset_drift",
             "Firewall ruleset unchanged since the previous run",
             Severity::Low,
-            drift,
+            |f, _| drift(f),
         )
+        // Read by the state layer, which keeps the snapshot between runs
+        // (crate::state::firewall_drift); the check itself only compares.
         .param(ParamSpec::str(
             "snapshot_file",
-            DEFAULT_SNAPSHOT_FILE,
-            "where the previous run's ruleset snapshot is kept (left at its default, it follows the agent's state_dir)",
+            "",
+            "where the previous run's ruleset snapshot is kept (empty: firewall-snapshot.json in the agent's state_dir)",
         ))
         .rationale("An unplanned change of the firewall (a package, a manual command, a compromised process) can open the node silently; comparing with the previous run makes every change visible with the rules that changed.")
         .remediation("Review the added and removed rules in the finding; if the change is intended, the next run takes it as the new reference."),
@@ -391,51 +305,5 @@ mod tests {
         std::fs::remove_file(d.path().join("proc/net/ip_tables_names")).unwrap();
         assert_eq!(eval("firewall.backends_not_mixed", &live(d.path())).status, Status::Pass);
         assert_eq!(eval("firewall.backends_not_mixed", &offline(d.path())).status, Status::NotApplicable);
-    }
-
-    #[test]
-    fn the_default_snapshot_follows_the_state_dir() {
-        let d = root_with(&[("/.commands/iptables-nft-save", DROP_V4)]);
-        let h = live(d.path());
-        let all = crate::audit::checks::registry();
-        let c = all.iter().find(|c| c.id == "firewall.ruleset_drift").unwrap();
-        let run = |dir: Option<&str>, param: Option<&str>| {
-            let facts = Facts::new(&h);
-            facts.provide(SnapshotDir(dir.map(std::path::PathBuf::from)));
-            let o: std::collections::BTreeMap<String, serde_json::Value> =
-                param.map(|p| ("snapshot_file".to_string(), json!(p))).into_iter().collect();
-            crate::audit::engine::evaluate(c, &facts, &Params::new(&c.params, Some(&o)))
-        };
-        let first = run(Some("/state"), None);
-        assert_eq!(first.status, Status::NotApplicable);
-        assert!(first.reason.as_deref().unwrap().contains("/state/firewall-snapshot.json"), "{:?}", first.reason);
-        let snap = first.observed.unwrap()["snapshot"].to_string();
-        crate::testutil::write(d.path(), "/state/firewall-snapshot.json", snap.as_bytes());
-        assert_eq!(run(Some("/state"), None).status, Status::Pass);
-        // Without a state directory the default path itself; a path set in
-        // the profile wins over the state directory.
-        assert!(run(None, None).reason.unwrap().contains(DEFAULT_SNAPSHOT_FILE));
-        assert!(run(Some("/state"), Some("/elsewhere/s.json")).reason.unwrap().contains("/elsewhere/s.json"));
-    }
-
-    #[test]
-    fn drift_compares_with_snapshot() {
-        let d = root_with(&[("/.commands/iptables-nft-save", DROP_V4)]);
-        let h = live(d.path());
-        let o = eval_with("firewall.ruleset_drift", &h, &[("snapshot_file", json!("/state/snap.json"))]);
-        assert_eq!(o.status, Status::NotApplicable);
-        let snap = o.observed.unwrap()["snapshot"].to_string();
-        crate::testutil::write(d.path(), "/state/snap.json", snap.as_bytes());
-        let o = eval_with("firewall.ruleset_drift", &h, &[("snapshot_file", json!("/state/snap.json"))]);
-        assert_eq!(o.status, Status::Pass);
-        crate::testutil::write(d.path(), "/.commands/iptables-nft-save", DROP_V4.replace("22", "23").as_bytes());
-        let o = eval_with("firewall.ruleset_drift", &h, &[("snapshot_file", json!("/state/snap.json"))]);
-        assert_eq!(o.status, Status::Fail);
-        assert!(o.evidence.iter().any(|e| e.detail.starts_with("+ ") && e.detail.contains("23")));
-        assert!(o.evidence.iter().any(|e| e.detail.starts_with("- ") && e.detail.contains("22")));
-        crate::testutil::write(d.path(), "/state/snap.json", b"garbage");
-        let o = eval_with("firewall.ruleset_drift", &h, &[("snapshot_file", json!("/state/snap.json"))]);
-        assert_eq!(o.status, Status::Error);
-        assert_eq!(eval("firewall.ruleset_drift", &offline(d.path())).status, Status::NotApplicable);
     }
 }

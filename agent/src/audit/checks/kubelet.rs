@@ -68,7 +68,10 @@ fn discovery_evidence(c: &Component, what: &str) -> crate::audit::model::Evidenc
         Some(d) if !d.is_empty() => format!(" with drop-ins {}", d.join(", ")),
         _ => String::new(),
     };
-    crate::audit::model::Evidence::new(source, format!("{what} found via {}{drop_ins}; {config}", c.discovery.describe()))
+    crate::audit::model::Evidence::new(
+        source,
+        format!("{what} found via {}{drop_ins}; {config}", c.discovery.describe()),
+    )
 }
 
 /// The effective setting of a key, or the outcome to return instead.
@@ -201,9 +204,10 @@ fn path_of(c: &Component, key: &str) -> PathResult {
 fn kubeconfig_path(host: &Host, c: &Component) -> PathResult {
     match c.flag("kubeconfig") {
         Err(e) => Err(Outcome::error(e.to_string())),
-        Ok(Some(f)) if !f.value.is_empty() => {
-            Ok(Some((f.value.clone(), crate::audit::model::Evidence::new(&f.origin, format!("--kubeconfig={}", f.value)))))
-        }
+        Ok(Some(f)) if !f.value.is_empty() => Ok(Some((
+            f.value.clone(),
+            crate::audit::model::Evidence::new(&f.origin, format!("--kubeconfig={}", f.value)),
+        ))),
         Ok(_) => {
             // No --kubeconfig: standalone mode, unless a well-known file exists.
             for p in ["/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/kubeconfig"] {
@@ -328,10 +332,14 @@ fn sysctl_state(facts: &Facts<'_>, key: &str, want: &str) -> (Result<bool, Strin
             let ok = v == want;
             (Ok(ok), crate::audit::facts::sysctl::proc_path(key), format!("runtime {key} = {v}"))
         }
-        Runtime::Unreadable(e) => (Err(e.to_string()), crate::audit::facts::sysctl::proc_path(key), "unreadable".into()),
-        Runtime::Absent => {
-            (Err(format!("the running kernel has no {key}")), crate::audit::facts::sysctl::proc_path(key), "absent".into())
+        Runtime::Unreadable(e) => {
+            (Err(e.to_string()), crate::audit::facts::sysctl::proc_path(key), "unreadable".into())
         }
+        Runtime::Absent => (
+            Err(format!("the running kernel has no {key}")),
+            crate::audit::facts::sysctl::proc_path(key),
+            "absent".into(),
+        ),
         Runtime::Offline => match configured {
             Some(a) => (Ok(a.value == want), a.source.clone(), format!("configured {key} = {}", a.value)),
             None if !cfg.unreadable.is_empty() => (
@@ -405,8 +413,8 @@ fn drift_check(facts: &Facts<'_>) -> Outcome {
             let list = |v: &Option<Vec<Change>>| v.as_ref().map(|c| c.iter().map(Change::describe).collect::<Vec<_>>());
             let mut evidence = Vec::new();
             for (label, changes, file) in [
-                ("since the previous run", vs_previous, crate::state::LAST_SNAPSHOT),
-                ("against the pinned reference", vs_pinned, crate::state::PINNED_SNAPSHOT),
+                ("since the previous run", vs_previous, crate::audit::facts::kubelet::drift::LAST_SNAPSHOT),
+                ("against the pinned reference", vs_pinned, crate::audit::facts::kubelet::drift::PINNED_SNAPSHOT),
             ] {
                 for c in changes.iter().flatten() {
                     evidence.push(crate::audit::model::Evidence::new(

@@ -16,10 +16,10 @@ use serde_json::json;
 use crate::audit::check::{Check, ParamSpec, Params};
 use crate::audit::facts::Facts;
 use crate::audit::facts::packages::debversion::DebVersion;
-use crate::audit::facts::packages::{PackageFacts, PackageFormat};
+use crate::audit::facts::packages::first_seen::{FirstSeen, UpdateAge};
 use crate::audit::facts::packages::rpm::rpmvercmp;
 use crate::audit::facts::packages::updates::{Manager, PendingUpdate, UpdateFacts, UpdateStatus};
-use crate::state::first_seen::{FirstSeen, UpdateAge};
+use crate::audit::facts::packages::{PackageFacts, PackageFormat};
 use crate::audit::model::{Evidence, Outcome, Severity};
 
 mod autoupdate;
@@ -338,7 +338,7 @@ Package: tzdata\nStatus: install ok installed\nArchitecture: all\nVersion: 2026b
 
     #[test]
     fn security_updates_of_unknown_age_fail_and_known_new_ones_get_the_grace_period() {
-        use crate::state::first_seen::{FirstSeen, Seen};
+        use crate::audit::facts::packages::first_seen::{FirstSeen, Seen};
         let d = root(
             "Package: apt\nVersion: 2.6.1\nArchitecture: amd64\n",
             "Package: apt\nVersion: 2.6.2\nArchitecture: amd64\n",

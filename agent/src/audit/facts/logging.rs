@@ -43,7 +43,9 @@ impl Gather for JournaldFacts {
         let host = facts.host();
         JournaldFacts {
             conf: load_daemon_conf(host, "journald.conf"),
-            var_log_journal: host.metadata("/var/log/journal").is_ok_and(|m| m.kind == crate::audit::host::FileKind::Dir),
+            var_log_journal: host
+                .metadata("/var/log/journal")
+                .is_ok_and(|m| m.kind == crate::audit::host::FileKind::Dir),
         }
     }
 }

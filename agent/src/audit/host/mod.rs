@@ -191,6 +191,14 @@ impl Host {
         Host { root, live: false, runner, command_timeout: Duration::from_secs(10) }
     }
 
+    /// The host whose root directory is `root`: the live machine when `root`
+    /// is `/` itself (after resolving `.`, `..` and links), else an offline
+    /// root. The one "is this the live host" rule, used by `check`,
+    /// `baseline pin` and the daemon's `root` setting alike.
+    pub fn at(root: &Path) -> Self {
+        if std::fs::canonicalize(root).is_ok_and(|p| p == Path::new("/")) { Host::live() } else { Host::offline(root) }
+    }
+
     /// A host with an explicit runner (tests, or a live root other than `/`).
     pub fn with_runner(root: impl Into<PathBuf>, live: bool, runner: Box<dyn CommandRunner>) -> Self {
         Host { root: root.into(), live, runner, command_timeout: Duration::from_secs(10) }

@@ -15,6 +15,7 @@
 //! parsed, so when one of them is active the ruleset is declared not
 //! evaluable rather than guessed.
 
+pub mod drift;
 pub mod iptables;
 pub mod model;
 pub mod nft;

@@ -2,11 +2,11 @@
 //! previous run and against a pinned reference.
 //!
 //! Design: checks are pure and never write. The previous and pinned
-//! snapshots are read by the CLI from the agent's state directory
-//! ([`crate::state`]) and handed to the run as the [`DriftInputs`] fact
-//! (`Facts::provide`) before any check runs. [`KubeletDrift`] compares them
-//! with the snapshot of this run and keeps that new snapshot; after the run,
-//! the CLI's [`crate::state::DriftHook`] persists it (only if drift was
+//! snapshots are read by the state layer from the agent's state directory
+//! ([`crate::state::kubelet_drift`]) and handed to the run as the
+//! [`DriftInputs`] fact (`Facts::provide`) before any check runs.
+//! [`KubeletDrift`] compares them with the snapshot of this run and keeps
+//! that new snapshot; after the run, the state layer persists it (only if drift was
 //! evaluated, so "previous run" always means the previous drift evaluation).
 //!
 //! A snapshot maps keys to values: every key of the effective configuration
@@ -27,6 +27,10 @@ use super::{Component, KubeletFacts, render};
 use crate::audit::facts::{Facts, Gather};
 
 pub const SNAPSHOT_SCHEMA: &str = "kosmos.kubelet-snapshot/v1";
+/// The last effective kubelet configuration, in the state directory.
+pub const LAST_SNAPSHOT: &str = "kubelet-last.json";
+/// The pinned reference (`baseline pin`), in the state directory.
+pub const PINNED_SNAPSHOT: &str = "kubelet-pinned.json";
 
 /// One key of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

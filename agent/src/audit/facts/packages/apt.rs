@@ -26,10 +26,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::FactError;
+use super::PackageDb;
 use super::apt_lists::{self, AptLists, DECOMPRESSED_LIMIT, LISTS_DIR, ListEntry};
 use super::apt_preferences::{self, ListAttrs, Pin, Preferences};
 use super::debversion::DebVersion;
-use super::PackageDb;
 use super::updates::{Freshness, HeldUpdate, Manager, PendingUpdate, UpdateStatus};
 use crate::audit::host::Host;
 

@@ -22,6 +22,7 @@ pub mod apt;
 pub mod apt_lists;
 pub mod apt_preferences;
 pub mod debversion;
+pub mod first_seen;
 pub mod rpm;
 pub mod updates;
 

@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{PackageFacts, PackageFormat};
 use super::{FactError, Facts, Gather};
+use super::{PackageFacts, PackageFormat};
 
 /// Which tool the updates were computed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
