@@ -2,17 +2,22 @@
 //! can be loaded, and (on a live host) the modules that are loaded or built
 //! into the running kernel.
 //!
-//! Configuration follows modprobe.d(5) as libkmod implements it: `*.conf`
-//! files from `/etc/modprobe.d`, `/run/modprobe.d`,
-//! `/usr/local/lib/modprobe.d`, `/usr/lib/modprobe.d` and `/lib/modprobe.d`;
-//! a file name in an earlier directory masks the same name in later ones (a
-//! link to `/dev/null` disables it); surviving files are read in lexical
-//! order of their names. For `install`, the *first* matching command wins
-//! (libkmod stops at the first one, like module-init-tools did). Module names
-//! are compared with `-` and `_` treated as equal, as the kernel does.
+//! Configuration follows modprobe.d(5) as libkmod implements it, through
+//! [`super::confd`]: `*.conf` files from `/etc/modprobe.d`,
+//! `/run/modprobe.d`, `/usr/local/lib/modprobe.d`, `/usr/lib/modprobe.d`
+//! and `/lib/modprobe.d`; a file name in an earlier directory masks the same
+//! name in later ones (a link to `/dev/null` disables it; libkmod simply
+//! reads it as empty); surviving files are read in lexical order of their
+//! names. For `install`, the *first* matching command wins (libkmod stops at
+//! the first one, like module-init-tools did). Module names are compared
+//! with `-` and `_` treated as equal, as the kernel does.
+//!
+//! Known departures, kept because changing them would move verdicts:
+//! hidden files (`.x.conf`) are read, although libkmod skips them, and
+//! `*.alias` files, which libkmod read until 2024 (Debian 12's kmod 30
+//! does), are not.
 
-use std::collections::BTreeMap;
-
+use super::confd::ConfDirs;
 use super::{FactError, Facts, Gather};
 use crate::audit::host::Host;
 
@@ -46,6 +51,8 @@ pub struct Directive {
 #[derive(Debug, Clone, Default)]
 pub struct ModprobeConfig {
     pub files: Vec<String>,
+    /// Files that do not apply: overridden by a same-name file in a more
+    /// important directory, or links to `/dev/null`.
     pub masked: Vec<String>,
     /// In file order.
     pub installs: Vec<Directive>,
@@ -133,27 +140,10 @@ fn directive(
 /// Collect and parse the configuration with modprobe.d precedence.
 pub fn load_config(host: &Host) -> ModprobeConfig {
     let mut cfg = ModprobeConfig::default();
-    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in MODPROBE_DIRS {
-        match host.read_dir_optional(dir) {
-            Ok(list) => {
-                for e in list.into_iter().filter(|e| e.name.ends_with(".conf")) {
-                    match chosen.entry(e.name) {
-                        std::collections::btree_map::Entry::Occupied(_) => cfg.masked.push(e.path),
-                        std::collections::btree_map::Entry::Vacant(slot) => {
-                            slot.insert(e.path);
-                        }
-                    }
-                }
-            }
-            Err(e) => cfg.unreadable.push(e.into()),
-        }
-    }
-    for path in chosen.into_values() {
-        if host.read_link(&path).is_ok_and(|t| t == "/dev/null") {
-            cfg.masked.push(path);
-            continue;
-        }
+    let set = ConfDirs::new(MODPROBE_DIRS, ".conf").resolve(host);
+    cfg.masked.extend(set.not_applied().map(str::to_string));
+    cfg.unreadable.extend(set.problems.into_iter().map(FactError::from));
+    for path in set.files.into_iter().map(|f| f.path) {
         match host.read_text_limited(&path, MODPROBE_FILE_LIMIT) {
             Ok(text) => {
                 let (i, b, bad) = parse_modprobe_file(&path, &text);

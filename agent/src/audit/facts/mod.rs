@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod confd;
 pub mod controlplane;
 pub mod firewall;
 pub mod kernel_cmdline;

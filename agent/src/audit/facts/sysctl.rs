@@ -1,17 +1,21 @@
 //! Kernel parameters: the configured values with systemd-sysctl's precedence,
 //! and the runtime values from `/proc/sys` on a live host.
 //!
-//! Precedence follows sysctl.d(5): configuration files are collected from
-//! `/etc/sysctl.d`, `/run/sysctl.d`, `/usr/local/lib/sysctl.d`,
-//! `/usr/lib/sysctl.d` and `/lib/sysctl.d`; a file name in an earlier
-//! directory masks the same name in later ones (a link to `/dev/null`
-//! disables it); the surviving files are read in lexicographic order of their
-//! names, then `/etc/sysctl.conf`. A later assignment wins over an earlier
-//! one. Glob keys (`net.ipv4.conf.*.rp_filter`) never override a key that is
-//! set explicitly, as in systemd-sysctl.
+//! Precedence follows sysctl.d(5) through [`super::confd`]: configuration
+//! files are collected from `/etc/sysctl.d`, `/run/sysctl.d`,
+//! `/usr/local/lib/sysctl.d`, `/usr/lib/sysctl.d` and `/lib/sysctl.d`; a
+//! file name in an earlier directory masks the same name in later ones (a
+//! link to `/dev/null` disables it); the surviving files are read in
+//! lexicographic order of their names, then `/etc/sysctl.conf`. A later
+//! assignment wins over an earlier one. Glob keys
+//! (`net.ipv4.conf.*.rp_filter`) never override a key that is set
+//! explicitly, as in systemd-sysctl.
+//!
+//! Known departure: hidden fragments (`.x.conf`) are read, although
+//! systemd skips them; the agent always has, and skipping them would move
+//! verdicts.
 
-use std::collections::BTreeMap;
-
+use super::confd::{ConfDirs, is_null_link};
 use super::{FactError, Facts, Gather};
 use crate::audit::host::Host;
 
@@ -60,7 +64,8 @@ pub struct SysctlConfig {
     /// Keys excluded from glob assignments by a `-key` line without a value
     /// (sysctl.d(5)), with their `path:line`.
     pub glob_exclusions: Vec<(String, String)>,
-    /// Files masked by a same-name file in a more important directory.
+    /// Files that do not apply: overridden by a same-name file in a more
+    /// important directory, or links to `/dev/null` (see [`super::confd`]).
     pub masked: Vec<String>,
     pub assignments: Vec<Assignment>,
     pub bad_lines: Vec<BadLine>,
@@ -173,35 +178,20 @@ fn glob_match(pattern: &str, key: &str) -> bool {
 /// Collect and apply configuration files with systemd precedence.
 pub fn load_config(host: &Host) -> SysctlConfig {
     let mut cfg = SysctlConfig::default();
-    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in SYSCTL_DIRS {
-        let entries = match host.read_dir_optional(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                cfg.unreadable.push(e.into());
-                continue;
-            }
-        };
-        for e in entries {
-            if !e.name.ends_with(".conf") {
-                continue;
-            }
-            match chosen.entry(e.name) {
-                std::collections::btree_map::Entry::Occupied(_) => cfg.masked.push(e.path),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert(e.path);
-                }
-            }
-        }
+    // systemd-sysctl lists its fragments without any mask filter: a link to
+    // /dev/null wins its name and reads as nothing, and so does an empty
+    // file, which is therefore listed as read, not as a mask.
+    let set = ConfDirs::new(SYSCTL_DIRS, ".conf").resolve(host);
+    cfg.masked.extend(set.not_applied().map(str::to_string));
+    let mut order: Vec<String> = set.paths().map(str::to_string).collect();
+    cfg.unreadable.extend(set.problems.into_iter().map(FactError::from));
+    // sysctl.conf is no fragment, but a link to /dev/null disables it too.
+    if is_null_link(host, SYSCTL_CONF) {
+        cfg.masked.push(SYSCTL_CONF.to_string());
+    } else {
+        order.push(SYSCTL_CONF.to_string());
     }
-    let mut order: Vec<String> = chosen.into_values().collect();
-    order.push(SYSCTL_CONF.to_string());
     for path in order {
-        // A link to /dev/null masks: recognise it before reading.
-        if host.read_link(&path).is_ok_and(|t| t == "/dev/null") {
-            cfg.masked.push(path);
-            continue;
-        }
         match host.read_text_limited(&path, SYSCTL_FILE_LIMIT) {
             Ok(text) => {
                 let p = parse_file(&path, &text);

@@ -14,8 +14,9 @@
 //! whether the wanting target itself is reached at boot: every target that
 //! collects `.wants` links on a node is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use super::confd::ConfDirs;
 use super::{FactError, Facts, Gather};
 use crate::audit::host::{FileKind, Host};
 use crate::audit::model::Evidence;
@@ -245,6 +246,9 @@ pub struct IniEntry {
 pub struct IniConf {
     /// Files read, in order.
     pub files: Vec<String>,
+    /// Drop-ins that do not apply: overridden by a same-name drop-in in a
+    /// more important directory, or links to `/dev/null`.
+    pub masked: Vec<String>,
     pub entries: Vec<IniEntry>,
     /// Lines that are neither comments, sections nor assignments.
     pub bad_lines: Vec<String>,
@@ -338,9 +342,10 @@ pub fn parse_ini(path: &str, text: &str) -> IniConf {
 
 /// Load a systemd configuration file with its drop-ins: the first existing
 /// file of `main_candidates` (an `/etc` file replaces the vendor one), then
-/// every `*.conf` of `dropin_dirs` in lexical order of file name, a name in
-/// an earlier directory masking the same name in later ones, and a link to
-/// `/dev/null` masking it altogether. Later assignments win.
+/// the drop-ins of `dropin_dirs` (most important first) under systemd's
+/// precedence ([`super::confd`]: `*.conf` in lexical order of file name, a
+/// name in an earlier directory overriding the same name in later ones, a
+/// link to `/dev/null` masking it). Later assignments win.
 pub fn load_conf(host: &Host, main_candidates: &[&str], dropin_dirs: &[String]) -> IniConf {
     let mut conf = IniConf::default();
     for path in main_candidates {
@@ -356,21 +361,10 @@ pub fn load_conf(host: &Host, main_candidates: &[&str], dropin_dirs: &[String]) 
             }
         }
     }
-    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in dropin_dirs {
-        match host.read_dir_optional(dir) {
-            Ok(list) => {
-                for e in list.into_iter().filter(|e| e.name.ends_with(".conf")) {
-                    chosen.entry(e.name).or_insert(e.path);
-                }
-            }
-            Err(e) => conf.unreadable.push(e.into()),
-        }
-    }
-    for path in chosen.into_values() {
-        if host.read_link(&path).is_ok_and(|t| t == "/dev/null") {
-            continue;
-        }
+    let dropins = ConfDirs::new(dropin_dirs, ".conf").resolve(host);
+    conf.masked.extend(dropins.not_applied().map(str::to_string));
+    conf.unreadable.extend(dropins.problems.into_iter().map(FactError::from));
+    for path in dropins.files.into_iter().map(|f| f.path) {
         match host.read_text_limited(&path, CONF_FILE_LIMIT) {
             Ok(text) => merge(&mut conf, parse_ini(&path, &text)),
             Err(e) => conf.unreadable.push(e.into()),
@@ -381,6 +375,7 @@ pub fn load_conf(host: &Host, main_candidates: &[&str], dropin_dirs: &[String]) 
 
 fn merge(into: &mut IniConf, from: IniConf) {
     into.files.extend(from.files);
+    into.masked.extend(from.masked);
     into.entries.extend(from.entries);
     into.bad_lines.extend(from.bad_lines);
     into.unreadable.extend(from.unreadable);

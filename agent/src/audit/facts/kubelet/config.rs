@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::audit::facts::FactError;
+use crate::audit::facts::confd::{ConfDirs, MissingDir, NullLink};
 use crate::audit::host::Host;
 
 /// A kubelet config file is a few KiB; 1 MiB leaves room for comments and
@@ -74,16 +75,31 @@ pub fn load_config(host: &Host, path: &str, expected_kind: &str) -> Result<BTree
     parse_config(&text, expected_kind).map_err(|e| FactError::new(format!("{path}: {e}")))
 }
 
-/// `--config-dir` drop-ins (kubelet 1.30+): `*.conf` files in lexical order,
-/// each overriding the main file key by key.
 /// Flattened keys of one file, with its path.
 pub type ConfigFile = (String, BTreeMap<String, Value>);
 
+/// `--config-dir` drop-ins (kubelet 1.30+): `*.conf` files in lexical order,
+/// each overriding the main file key by key.
+///
+/// The kubelet's rule is the configuration-directory rule
+/// ([`crate::audit::facts::confd`]) reduced to one directory and without
+/// masks: it reads a link to `/dev/null` or an empty file, finds it empty
+/// and refuses to start, and so do we (the read or the parse fails); and a
+/// directory that does not exist stops it too. Any file that cannot be used
+/// makes the whole configuration unusable, as it does for the kubelet.
+///
+/// Known departure: the kubelet walks subdirectories too (`filepath.WalkDir`),
+/// where we read the top level only and a subdirectory named `*.conf` is an
+/// error.
 pub fn load_config_dir(host: &Host, dir: &str) -> Result<Vec<ConfigFile>, FactError> {
+    let set = ConfDirs::new([dir], ".conf").null_link(NullLink::IsAFile).missing_dir(MissingDir::Error).resolve(host);
+    if let Some(problem) = set.problems.into_iter().next() {
+        return Err(problem.into());
+    }
     let mut out = Vec::new();
-    for e in host.read_dir(dir)?.into_iter().filter(|e| e.name.ends_with(".conf")) {
-        let keys = load_config(host, &e.path, "KubeletConfiguration")?;
-        out.push((e.path, keys));
+    for f in set.files {
+        let keys = load_config(host, &f.path, "KubeletConfiguration")?;
+        out.push((f.path, keys));
     }
     Ok(out)
 }

@@ -5,9 +5,11 @@
 //! Only what decides the kubelet's command line is modelled:
 //! - the unit file is the first `NAME` found in [`UNIT_DIRS`] (a link to
 //!   `/dev/null` masks the unit);
-//! - drop-ins are `NAME.d/*.conf` from every directory; a drop-in file name
-//!   in a more important directory masks the same name in later ones, and the
-//!   survivors apply in lexical order of their names, after the unit file;
+//! - drop-ins are `NAME.d/*.conf` from every directory, under systemd's
+//!   precedence ([`crate::audit::facts::confd`]): a drop-in file name in a
+//!   more important directory masks the same name in later ones, a link to
+//!   `/dev/null` masks it, and the survivors apply in lexical order of their
+//!   names, after the unit file;
 //! - `ExecStart=` with an empty value resets the list (kubeadm's
 //!   `10-kubeadm.conf` relies on it); `Environment=` and `EnvironmentFile=`
 //!   accumulate, and an empty assignment resets them too;
@@ -21,10 +23,17 @@ use std::collections::BTreeMap;
 
 use super::flags::Arg;
 use crate::audit::facts::FactError;
+use crate::audit::facts::confd::ConfDirs;
 use crate::audit::host::Host;
 
 /// Unit directories, most important first (systemd's search order for the
 /// system manager, as far as packages and administrators use it).
+///
+/// `/lib` comes before `/usr/lib` here (Debian's split-`/usr` builds), the
+/// other way round in [`crate::audit::facts::systemd_units::UNIT_DIRS`]
+/// (upstream). On a merged-`/usr` system they are one directory and the
+/// order does not matter; on a split one it decides which of two different
+/// same-name files applies, so it is kept as it was.
 pub const UNIT_DIRS: [&str; 5] = [
     "/etc/systemd/system",
     "/run/systemd/system",
@@ -346,30 +355,10 @@ pub fn load_service(host: &Host, name: &str) -> Option<Service> {
         }
         svc.unit_file = Some(path);
     }
-    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in UNIT_DIRS {
-        let d = format!("{dir}/{name}.d");
-        match host.read_dir_optional(&d) {
-            Ok(entries) => {
-                for e in entries.into_iter().filter(|e| e.name.ends_with(".conf")) {
-                    match chosen.entry(e.name) {
-                        std::collections::btree_map::Entry::Occupied(_) => svc.masked_drop_ins.push(e.path),
-                        std::collections::btree_map::Entry::Vacant(slot) => {
-                            slot.insert(e.path);
-                        }
-                    }
-                }
-            }
-            Err(e) => svc.problems.push(e.into()),
-        }
-    }
-    for path in chosen.into_values() {
-        if host.read_link(&path).is_ok_and(|t| t == "/dev/null") {
-            svc.masked_drop_ins.push(path);
-        } else {
-            svc.drop_ins.push(path);
-        }
-    }
+    let dropins = ConfDirs::new(UNIT_DIRS.iter().map(|dir| format!("{dir}/{name}.d")), ".conf").resolve(host);
+    svc.masked_drop_ins.extend(dropins.not_applied().map(str::to_string));
+    svc.problems.extend(dropins.problems.into_iter().map(FactError::from));
+    svc.drop_ins.extend(dropins.files.into_iter().map(|f| f.path));
     if svc.unit_file.is_none() && svc.drop_ins.is_empty() {
         return None;
     }
