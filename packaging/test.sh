@@ -4,17 +4,22 @@
 #   1. the units: exposure scores (`systemd-analyze security --offline=true`)
 #      against their targets;
 #   2. lintian on the .debs (no error, no unoverridden warning) and rpmlint
-#      on the .rpms (no error);
+#      on the .rpms (no error, no unfiltered warning); the .debs' control
+#      fields and maintainer scripts;
 #   3. the agent .deb for real: install, files and modes, conffile, enabled
 #      but not started, `check` works, `systemd-analyze verify` is clean, an
 #      upgrade keeps the edited configuration (also when the packaged default
 #      changed), remove stops and disables, purge leaves nothing behind;
 #   4. the collector .deb: system user, data directory, verify, remove, purge;
-#   5. the .rpms: contents, config flags and scriptlets, then install,
-#      upgrade and erase in a throwaway --root where the scriptlets run
-#      against a recording systemctl.
+#   5. the .rpms: header tags, %changelog, contents, config flags,
+#      directories and scriptlets, then install, upgrade and erase in a
+#      throwaway --root where the scriptlets run against a recording
+#      systemctl.
 #
 #   packaging/test.sh [DIST]     (DIST: where build.sh put the packages; dist)
+#
+# The upgrade tests package the same release binaries again with
+# `build.sh --no-build --revision 2`: build them first (build.sh does).
 #
 # Any broken expectation stops the script with "FAIL: ..." and exit 1.
 set -euo pipefail
@@ -127,12 +132,38 @@ for deb in "$agent_deb" "$collector_deb"; do
   ok "$(basename "$deb"): no error, every warning overridden"
 done
 
+step ".deb: control fields and maintainer scripts"
+for deb in "$agent_deb" "$collector_deb"; do
+  name=$(dpkg-deb -f "$deb" Package)
+  dpkg-deb -f "$deb" >"$work/control"
+  for field in "Version: $version" "Architecture: $(dpkg --print-architecture)" "Section: admin" \
+    "Priority: optional" "Maintainer: kosmos-node-agent developers <maintainers@kosmos-node-agent.invalid>" \
+    "Homepage: https://github.com/kosmos-node-agent/kosmos-node-agent"; do
+    grep -qxF "$field" "$work/control" || { cat "$work/control" >&2; fail "$name: no \"$field\" in control"; }
+  done
+  expect_grep '^Installed-Size: [1-9][0-9]{3,}$' "$work/control" "$name: Installed-Size"
+  # Depends from the binary's shared libraries (dpkg-shlibdeps).
+  expect_grep '^Depends: (.*, )?libc6 \(>= [0-9.]+\)(,|$)' "$work/control" "$name: Depends lacks libc6"
+  # Summary and an extended description.
+  [ "$(sed -n '/^Description:/,$p' "$work/control" | grep -c '^ ')" -ge 3 ] ||
+    { cat "$work/control" >&2; fail "$name: no extended description"; }
+  # The maintainer scripts are complete shell scripts: nothing left to fill in.
+  for script in postinst prerm postrm; do
+    dpkg-deb -I "$deb" "$script" >"$work/$script" || fail "$name: no $script"
+    sh -n "$work/$script" || fail "$name: $script is not valid sh"
+    expect_no_grep '#[A-Z_]+#' "$work/$script" "$name: $script has an unfilled template token"
+  done
+  ok "$name: control fields, Depends ($(sed -n 's/^Depends: //p' "$work/control")), maintainer scripts"
+done
+dpkg-deb -f "$collector_deb" Depends | grep -q ', systemd | systemd-standalone-sysusers$' ||
+  fail "$COLLECTOR: Depends lacks systemd | systemd-standalone-sysusers (for systemd-sysusers)"
+
 step "rpmlint"
 for rpm in "$agent_rpm" "$collector_rpm"; do
   rpmlint -c packaging/rpmlint.toml "$rpm" >"$work/rpmlint.log" 2>&1 || true
   sed 's/^/     /' "$work/rpmlint.log"
-  expect_grep ' 0 errors' "$work/rpmlint.log" "rpmlint: errors in $(basename "$rpm")"
-  ok "$(basename "$rpm"): no error"
+  expect_grep ' 0 errors, 0 warnings' "$work/rpmlint.log" "rpmlint: errors or warnings in $(basename "$rpm")"
+  ok "$(basename "$rpm"): no error, no warning"
 done
 
 # ---------------------------------------------------------------------------
@@ -200,8 +231,8 @@ verify() { # UNIT
 verify $AGENT.service
 
 step "agent .deb: upgrade keeps the edited configuration"
-bash packaging/build.sh --revision 2 --out "$work/v2" >"$work/build-v2.log" 2>&1 ||
-  { tail -30 "$work/build-v2.log" >&2; fail "build.sh --revision 2"; }
+bash packaging/build.sh --no-build --revision 2 --out "$work/v2" >"$work/build-v2.log" 2>&1 ||
+  { tail -30 "$work/build-v2.log" >&2; fail "build.sh --no-build --revision 2"; }
 agent_deb2=$(one "$work/v2/${AGENT}_*-2_*.deb")
 # Revision 3: the same package with a changed default agent.toml, so that
 # dpkg meets an edited conffile whose packaged version changed too.
@@ -289,13 +320,24 @@ getent passwd $COLLECTOR >/dev/null || fail "purge removed the system user (Debi
 ok "remove keeps the data, purge deletes it and /etc/$COLLECTOR; the system user stays"
 
 # ---------------------------------------------------------------------------
-step ".rpm: contents, config flags, scriptlets"
+step ".rpm: header, changelog, contents, config flags, directories, scriptlets"
 rpmq() { rpm -qp --nosignature "$@" 2>/dev/null; }
+# %changelog is written from the Debian changelog: its latest entry.
+changelog_version=$(sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' packaging/debian/changelog)
 for rpm in "$agent_rpm" "$collector_rpm"; do
   name=$(rpmq --qf '%{NAME}' "$rpm")
   rpmq -i "$rpm" >"$work/qpi"
   expect_grep "^Version *: $upstream\$" "$work/qpi" "$name: version"
   expect_grep '^License *: Apache-2.0$' "$work/qpi" "$name: license"
+  expect_grep '^Packager *: kosmos-node-agent developers <maintainers@kosmos-node-agent.invalid>$' "$work/qpi" "$name: Packager"
+  expect_grep '^Group *: System Environment/Daemons$' "$work/qpi" "$name: Group"
+  expect_grep '^Build Host *: [^ (]' "$work/qpi" "$name: BuildHost"
+  rpmq --changelog "$rpm" | head -1 >"$work/changelog"
+  expect_grep "^\\* [A-Z][a-z]{2} [A-Z][a-z]{2} [0-9]{2} [0-9]{4} .+ <.+> - $changelog_version\$" "$work/changelog" \
+    "$name: the latest %changelog entry is not packaging/debian/changelog's ($changelog_version)"
+  # Reproducible: no file time after the build time (both SOURCE_DATE_EPOCH).
+  latest=$(rpmq --qf '[%{FILEMTIMES}\n]' "$rpm" | sort -n | tail -1)
+  [ "$latest" -le "$(rpmq --qf '%{BUILDTIME}' "$rpm")" ] || fail "$name: file times after the build time (not clamped to SOURCE_DATE_EPOCH)"
   rpmq --qf '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm" >"$work/qpl"
   conf=collector.toml; [ "$name" = $AGENT ] && conf=agent.toml
   expect_grep "^-rwxr-xr-x root:root  /usr/bin/$name\$" "$work/qpl" "$name: binary"
@@ -305,32 +347,44 @@ for rpm in "$agent_rpm" "$collector_rpm"; do
   expect_grep " /usr/share/bash-completion/completions/$name\$" "$work/qpl" "$name: bash completion"
   expect_grep " /usr/share/zsh/site-functions/_$name\$" "$work/qpl" "$name: zsh completion"
   expect_grep " /usr/share/fish/vendor_completions.d/$name.fish\$" "$work/qpl" "$name: fish completion"
+  # The directories of the package, the state directory with its mode and
+  # owner (rpm removes them on erase when empty, and keeps them otherwise).
+  owner=$COLLECTOR:$COLLECTOR; [ "$name" = $AGENT ] && owner=root:root
+  expect_grep "^drwx------ $owner  /var/lib/$name\$" "$work/qpl" "$name: /var/lib/$name is not a 0700 $owner directory of the package"
+  expect_grep "^drwxr-xr-x root:root  /etc/$name\$" "$work/qpl" "$name: /etc/$name is not a directory of the package"
+  expect_grep "^drwxr-xr-x root:root  /usr/share/doc/$name\$" "$work/qpl" "$name: /usr/share/doc/$name is not a directory of the package"
   rpmq --scripts "$rpm" >"$work/scripts"
   for s in postinstall preuninstall postuninstall; do
     expect_grep "^$s scriptlet" "$work/scripts" "$name: no %$s scriptlet"
   done
-  ok "$name: version, license, modes, %config(noreplace), unit, docs, completions, scriptlets"
+  ok "$name: version, license, Packager, Group, BuildHost, %changelog, modes, %config(noreplace), unit, directories, docs, completions, scriptlets"
 done
-rpmq --scripts "$collector_rpm" | grep -q '^preinstall scriptlet' || fail "$COLLECTOR: no %pre (system user)"
+rpmq --scripts "$collector_rpm" >"$work/scripts"
+expect_grep '^preinstall scriptlet' "$work/scripts" "$COLLECTOR: no %pre (system user)"
 # The %pre user entry and the sysusers.d file must agree.
 sysusers_line=$(grep -v '^#' packaging/collector/$COLLECTOR.sysusers)
-grep -qF "'$sysusers_line'" packaging/collector/rpm/pre.sh || fail "rpm %pre and $COLLECTOR.sysusers disagree"
-ok "%pre creates the user of sysusers.d (the state directories come from %post: see below)"
+grep -qF "'$sysusers_line'" "$work/scripts" || fail "rpm %pre and $COLLECTOR.sysusers disagree"
+# ... and so must the user(NAME) it provides (the base64 of that line, as rpm
+# >= 4.19 writes it), with group(NAME).
+rpmq --provides "$collector_rpm" >"$work/provides"
+grep -qxF "user($COLLECTOR) = $(printf '%s' "$sysusers_line" | base64 -w0)" "$work/provides" ||
+  { cat "$work/provides" >&2; fail "$COLLECTOR: provides no user($COLLECTOR) of sysusers.d"; }
+expect_grep "^group\($COLLECTOR\)\$" "$work/provides" "$COLLECTOR: provides no group($COLLECTOR)"
+ok "%pre creates the user of sysusers.d, which owns the data directory of the package; user() and group() provided"
 
 step ".rpm: install, upgrade, erase in a throwaway --root"
 # The root gets just enough to run the scriptlets: a shell, and recording
 # stand-ins for systemctl and systemd-sysusers.
 make_root() {
-  local r=$1 lib tool
+  local r=$1 lib
   mkdir -p "$r"/{bin,usr/bin,etc,dev,tmp,var/tmp,var/lib/rpm}
   mknod -m 666 "$r/dev/null" c 1 3
-  # The shell and the coreutils the scriptlets use, with their libraries.
-  for tool in /bin/sh /usr/bin/install /usr/bin/rmdir; do
-    cp -L "$tool" "$r$tool"
-    for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
-      mkdir -p "$r$(dirname "$lib")"
-      cp -L "$lib" "$r$lib"
-    done
+  # The shell the scriptlets run in, with its libraries: besides shell
+  # builtins, they call only systemctl and systemd-sysusers (below).
+  cp -L /bin/sh "$r/bin/sh"
+  for lib in $(ldd /bin/sh | grep -o '/[^ ]*'); do
+    mkdir -p "$r$(dirname "$lib")"
+    cp -L "$lib" "$r$lib"
   done
   echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"
   echo "root:x:0:" >"$r/etc/group"
@@ -412,6 +466,9 @@ rpm_in "$r" -e $COLLECTOR
 expect_grep "^systemctl --no-reload disable $COLLECTOR.service\$" "$r/calls.log" "erase did not disable the unit"
 expect_no_grep "stop|restart" "$r/calls.log" "offline erase tried to stop or restart"
 expect_absent "$r/usr/bin/$COLLECTOR"
-ok "upgrade and erase without systemd: disabled, nothing started or stopped"
+# Nothing was written to them: rpm removes the package's directories.
+expect_absent "$r/var/lib/$COLLECTOR"
+expect_absent "$r/etc/$COLLECTOR"
+ok "upgrade and erase without systemd: disabled, nothing started or stopped; empty directories gone"
 
 echo "packaging: all checks passed"

@@ -1,10 +1,8 @@
 # kosmos-node-agent %post ($1: 1 first install, 2 upgrade).
-# The state directory holds the node key: root only. (Created here rather
-# than listed in the package: cargo-generate-rpm cannot package a directory.)
-install -d -m 0700 -o root -g root /var/lib/kosmos-node-agent
 # First install: enable the unit, without starting it (the node must be
 # enrolled first). `systemctl enable` works without a running systemd. The
-# restart on upgrade is in %postun, once the old files are gone.
+# restart on upgrade is in %postun, once the old files are gone. (The state
+# directory, root only, is in the package: kosmos-node-agent.spec.)
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi

@@ -7,9 +7,7 @@ if [ -d /run/systemd/system ]; then
         systemctl try-restart kosmos-node-agent.service >/dev/null 2>&1 || :
     fi
 fi
-# Erase: RPM has no purge, so the state (node key, spool) is kept when there
-# is any; delete /var/lib/kosmos-node-agent by hand to forget the node's
-# identity. Empty directories the package created go.
-if [ "$1" -eq 0 ]; then
-    rmdir /var/lib/kosmos-node-agent /etc/kosmos-node-agent 2>/dev/null || :
-fi
+# Erase: RPM has no purge. rpm itself removes /etc/kosmos-node-agent and
+# /var/lib/kosmos-node-agent (both in the package) when they are empty, and
+# keeps them otherwise: the state (node key, spool) survives; delete
+# /var/lib/kosmos-node-agent by hand to forget the node's identity.

@@ -1,11 +1,9 @@
 # kosmos-collector %post ($1: 1 first install, 2 upgrade).
-# The data directory holds the attestation store and the CA key: the
-# kosmos-collector user only (created in %pre). (Created here rather than
-# listed in the package: cargo-generate-rpm cannot package a directory.)
-install -d -m 0700 -o kosmos-collector -g kosmos-collector /var/lib/kosmos-collector
 # First install: enable the unit, without starting it (review collector.toml
 # first). `systemctl enable` works without a running systemd. The restart on
-# upgrade is in %postun, once the old files are gone.
+# upgrade is in %postun, once the old files are gone. (The data directory,
+# owned by the kosmos-collector user of %pre, is in the package:
+# kosmos-collector.spec.)
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi

@@ -7,9 +7,7 @@ if [ -d /run/systemd/system ]; then
         systemctl try-restart kosmos-collector.service >/dev/null 2>&1 || :
     fi
 fi
-# Erase: RPM has no purge, so the data directory (attestation store, CA) is
-# kept when there is anything in it, and so is the kosmos-collector user.
-# Empty directories the package created go.
-if [ "$1" -eq 0 ]; then
-    rmdir /var/lib/kosmos-collector /etc/kosmos-collector 2>/dev/null || :
-fi
+# Erase: RPM has no purge. rpm itself removes /etc/kosmos-collector and
+# /var/lib/kosmos-collector (both in the package) when they are empty, and
+# keeps them otherwise: the data directory (attestation store, CA) survives,
+# and so does the kosmos-collector user.
