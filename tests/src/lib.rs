@@ -24,6 +24,13 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The cargo target directory of this test run (`target/`, or
+/// `CARGO_TARGET_DIR`): the test executable is `<target>/<profile>/deps/<test>`.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
 /// Path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

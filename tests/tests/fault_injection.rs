@@ -4,7 +4,8 @@
 //! The binary under test is a **release** build of the real agent with the
 //! `fault-injection` feature, which adds `fault.panic`, a check that panics.
 //! `.ci/run` builds it (`bash tests/build-fault-agent.sh`) into
-//! `target/fault-injection/`; `KOSMOS_FAULT_AGENT` may name another path.
+//! `<target dir>/fault-injection/`; `KOSMOS_FAULT_AGENT` may name another
+//! path.
 //! Packages never enable the feature (`packaging/test.sh` checks that the
 //! packaged binaries list no `fault.*` check).
 
@@ -19,7 +20,7 @@ use kosmos_e2e::*;
 fn fault_agent() -> Option<PathBuf> {
     let path = std::env::var_os("KOSMOS_FAULT_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/fault-injection/kosmos-node-agent"));
+        .unwrap_or_else(|| target_dir().join("fault-injection/kosmos-node-agent"));
     if path.is_file() {
         Some(path)
     } else {

@@ -142,7 +142,7 @@ fn exit_with(e: &str) -> ! {
     std::process::exit(1);
 }
 
-/// The agent's reconnect backoff (agent/src/sender.rs), for the simulation.
+/// The agent's reconnect backoff (agent/src/daemon/sender.rs), for the simulation.
 struct Backoff {
     attempt: u32,
     rng: fastrand::Rng,

@@ -158,7 +158,7 @@ pub fn diff(base: &Snapshot, next: &Snapshot) -> Vec<Change> {
     out
 }
 
-/// What the CLI hands the run about its state directory.
+/// What the state layer hands the run about its state directory.
 #[derive(Debug, Clone)]
 pub struct DriftInputs {
     /// The state directory, or why there is none for this run.
@@ -172,7 +172,7 @@ pub struct DriftInputs {
 }
 
 impl Gather for DriftInputs {
-    /// Without the CLI's hook (library use, unit tests of other checks) there
+    /// Without the state layer (library use, unit tests of other checks) there
     /// is no state: drift cannot be judged.
     fn gather(_facts: &Facts<'_>) -> Self {
         DriftInputs {

@@ -69,7 +69,7 @@ pub struct FirstSeen {
 }
 
 impl Gather for FirstSeen {
-    /// Without a state directory handed in by the CLI, nothing is known.
+    /// Without records handed in by the state layer, nothing is known.
     fn gather(_facts: &Facts<'_>) -> Self {
         FirstSeen { unavailable: Some("no state directory in use".into()), ..FirstSeen::default() }
     }
