@@ -1,8 +1,9 @@
 //! The one audit entry: a host, a profile, the agent's state, a selection
-//! and a date in; a report out. `check`, `baseline pin`'s sibling commands
-//! and the daemon all audit through [`audit`], so they agree on which state
-//! directory applies ([`crate::state::dir_for`]) and get the same state
-//! hooks (kubelet and firewall drift, first-seen times of updates).
+//! and a date in; a report out. `check` and the daemon both audit through
+//! [`audit`], so they agree on which state directory applies
+//! ([`crate::state::dir_for`], which `baseline pin` uses too) and get the
+//! same state hooks (kubelet and firewall drift, first-seen times of
+//! updates). Which host is live is decided by [`Host::at`] for all three.
 
 use std::path::Path;
 

@@ -16,9 +16,10 @@
 //! - [`daemon`]: `kosmos-node-agent run` and `enroll`: configuration, the
 //!   node identity on disk, the TLS client, the spool of signed envelopes,
 //!   the sender, file watches and the systemd status line.
-//! - [`audit_run`]: the one audit entry. `check`, `baseline pin` and the
-//!   daemon all run an audit through it, with the same rule for "is this the
-//!   live host" and for which state directory applies.
+//! - [`audit_run`]: the one audit entry. `check` and the daemon both run
+//!   their audits through it, so they apply the same state hooks and the
+//!   same rules for "is this the live host" ([`audit::host::Host::at`]) and
+//!   for which state directory applies ([`state::dir_for`]).
 //!
 //! [`cli`] parses the command line and calls into the wings; `main` only
 //! calls [`cli::run`].

@@ -450,6 +450,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// One rule for `check --root`, `baseline pin --root` and the daemon's
+    /// `root` (the daemon used to compare the path with "/" literally).
+    #[test]
+    fn the_root_that_resolves_to_slash_is_the_live_host() {
+        assert!(Host::at(Path::new("/")).is_live());
+        assert!(Host::at(Path::new("/.")).is_live());
+        assert!(Host::at(Path::new("/usr/..")).is_live());
+        let t = tempfile::tempdir().unwrap();
+        symlink("/", t.path().join("slash")).unwrap();
+        assert!(Host::at(&t.path().join("slash")).is_live());
+        assert!(!Host::at(t.path()).is_live());
+        // A root that does not exist is an offline root (whose reads fail).
+        assert!(!Host::at(&t.path().join("missing")).is_live());
+    }
+
     fn host(dir: &Path) -> Host {
         Host::offline(dir)
     }
