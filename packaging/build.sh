@@ -101,8 +101,11 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== man pages and completions"
 generated=$work/generated
-# A debug build: CI has built it already (`cargo build --workspace --bins`).
-cargo run --quiet --locked -p kosmos-gen-docs -- "$generated"
+# A debug build of the whole workspace, not `cargo run -p kosmos-gen-docs`:
+# resolved alone, gen-docs would get other dependency features than the
+# workspace build CI has just made, and recompile half of the dependencies.
+cargo build --quiet --locked --workspace --bins
+"$target_dir/debug/kosmos-gen-docs" "$generated"
 # Debian wants man pages compressed, without a name or time stamp.
 gzip -9n "$generated"/man/man1/*.1
 
