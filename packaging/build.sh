@@ -7,7 +7,8 @@
 # Steps: the release binaries (`cargo build --release`, once for both package
 # formats; --no-build packages those already in
 # ${CARGO_TARGET_DIR:-target}/release instead); the man pages and shell
-# completions, generated from the clap definitions by kosmos-gen-docs; then
+# completions, generated from the clap definitions by kosmos-gen-docs (the
+# one KOSMOS_GEN_DOCS names, else a debug build of it); then
 # for each package a .deb with dpkg-deb and an .rpm with rpmbuild. The version
 # is the crate's (Cargo.toml); --revision sets the Debian revision and the RPM
 # release (default 1): packaging/test.sh uses it to build an upgrade.
@@ -101,11 +102,17 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== man pages and completions"
 generated=$work/generated
-# A debug build of the whole workspace, not `cargo run -p kosmos-gen-docs`:
-# resolved alone, gen-docs would get other dependency features than the
-# workspace build CI has just made, and recompile half of the dependencies.
-cargo build --quiet --locked --workspace --bins
-"$target_dir/debug/kosmos-gen-docs" "$generated"
+# The generator: KOSMOS_GEN_DOCS names one already built (.ci/run passes the
+# one its test build made: building it here alone would resolve other
+# dependency features and recompile half of the dependencies); otherwise a
+# debug build of it.
+if [ -n "${KOSMOS_GEN_DOCS:-}" ]; then
+  gen_docs=$KOSMOS_GEN_DOCS
+else
+  cargo build --quiet --locked -p kosmos-gen-docs
+  gen_docs=$target_dir/debug/kosmos-gen-docs
+fi
+"$gen_docs" "$generated"
 # Debian wants man pages compressed, without a name or time stamp.
 gzip -9n "$generated"/man/man1/*.1
 
