@@ -7,9 +7,7 @@ use serde_json::json;
 use super::firewall::{internet_packet, internet_params, ruleset};
 use crate::audit::check::{Check, ParamSpec, Params};
 use crate::audit::facts::Facts;
-use crate::audit::facts::firewall::model::{
-    Decision, Elem, Key, L3, Proto, Rhs, Stmt, parse_cidr, range_to_string, subtract_ranges,
-};
+use crate::audit::facts::firewall::model::{Decision, L3, Proto, parse_cidr, range_to_string, subtract_ranges};
 use crate::audit::facts::sockets::SocketFacts;
 use crate::audit::model::{Evidence, Outcome, Severity};
 
@@ -173,30 +171,8 @@ fn nodeports(facts: &Facts<'_>, params: &Params) -> Outcome {
     let (lo, hi) = (30000u64, 32767u64);
     // The verdict only changes where a rule's port range starts or ends.
     let mut points = vec![lo];
-    for t in &rs.tables {
-        for c in &t.chains {
-            for r in &c.rules {
-                for s in &r.stmts {
-                    let elems: Vec<&Elem> = match s {
-                        Stmt::Match { key: Key::Dport(_), rhs: Rhs::Elems(e), .. } => e.iter().collect(),
-                        Stmt::Vmap { key: Key::Dport(_), map } => map.iter().map(|(e, _)| e).collect(),
-                        _ => Vec::new(),
-                    };
-                    for e in elems {
-                        if let Elem::Int(a, b) = e {
-                            points.extend([*a, b.saturating_add(1)].into_iter().filter(|p| (lo..=hi).contains(p)));
-                        }
-                    }
-                }
-            }
-        }
-        for s in t.sets.values() {
-            for e in s.elems.iter().flatten() {
-                if let Elem::Int(a, b) = e {
-                    points.extend([*a, b.saturating_add(1)].into_iter().filter(|p| (lo..=hi).contains(p)));
-                }
-            }
-        }
+    for (a, b) in rs.port_ranges() {
+        points.extend([a, b.saturating_add(1)].into_iter().filter(|p| (lo..=hi).contains(p)));
     }
     points.sort_unstable();
     points.dedup();

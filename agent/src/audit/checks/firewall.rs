@@ -12,7 +12,7 @@ use crate::audit::check::{Check, ParamSpec, Params};
 use crate::audit::facts::Facts;
 use crate::audit::facts::firewall::FirewallFacts;
 use crate::audit::facts::firewall::drift::{CurrentRuleset, PreviousRuleset};
-use crate::audit::facts::firewall::model::{Decision, Elem, Key, L3, Packet, Proto, Rhs, Ruleset, Stmt};
+use crate::audit::facts::firewall::model::{Decision, L3, Packet, Proto, Ruleset};
 use crate::audit::facts::sockets::SocketFacts;
 use crate::audit::model::{Outcome, Severity};
 
@@ -64,31 +64,7 @@ pub fn internet_packet(facts: &Facts<'_>, params: &Params, l3: L3, proto: Proto,
 /// A destination port no rule names (the ruleset's default for traffic it
 /// did not plan for), preferring unprivileged ports.
 pub fn unnamed_port(rs: &Ruleset) -> u16 {
-    let mut named: Vec<(u64, u64)> = Vec::new();
-    for t in &rs.tables {
-        let set_elems = t.sets.values().flat_map(|s| s.elems.iter().flatten());
-        for e in set_elems {
-            if let Elem::Int(a, b) = e {
-                named.push((*a, *b));
-            }
-        }
-        for c in &t.chains {
-            for r in &c.rules {
-                for s in &r.stmts {
-                    let elems: Vec<&Elem> = match s {
-                        Stmt::Match { key: Key::Dport(_), rhs: Rhs::Elems(e), .. } => e.iter().collect(),
-                        Stmt::Vmap { key: Key::Dport(_), map } => map.iter().map(|(e, _)| e).collect(),
-                        _ => Vec::new(),
-                    };
-                    for e in elems {
-                        if let Elem::Int(a, b) = e {
-                            named.push((*a, *b));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let mut named = rs.port_ranges();
     // Ranges wider than half the port space are defaults, not holes.
     named.retain(|(a, b)| b.saturating_sub(*a) < 32768);
     (1024u16..=65535)

@@ -191,6 +191,14 @@ pub enum Elem {
 }
 
 impl Elem {
+    /// The inclusive range of an integer element.
+    pub fn int_range(&self) -> Option<(u64, u64)> {
+        match self {
+            Elem::Int(a, b) => Some((*a, *b)),
+            _ => None,
+        }
+    }
+
     pub fn prefix(addr: IpAddr, len: u8) -> Option<Elem> {
         let (lo, hi) = prefix_range(addr, len)?;
         Some(Elem::Addr(lo, hi))
@@ -392,6 +400,28 @@ const MAX_STEPS: usize = 200_000;
 const INPUT_PATH_HOOKS: [&str; 2] = ["prerouting", "input"];
 
 impl Ruleset {
+    /// Every integer range the ruleset names as ports: in a destination
+    /// port match, a destination port verdict map, or any named set.
+    pub fn port_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            for c in &t.chains {
+                for r in &c.rules {
+                    for s in &r.stmts {
+                        let elems: Vec<&Elem> = match s {
+                            Stmt::Match { key: Key::Dport(_), rhs: Rhs::Elems(e), .. } => e.iter().collect(),
+                            Stmt::Vmap { key: Key::Dport(_), map } => map.iter().map(|(e, _)| e).collect(),
+                            _ => Vec::new(),
+                        };
+                        out.extend(elems.into_iter().filter_map(Elem::int_range));
+                    }
+                }
+            }
+            out.extend(t.sets.values().flat_map(|s| s.elems.iter().flatten()).filter_map(Elem::int_range));
+        }
+        out
+    }
+
     /// Base chains of the input path for a family, in traversal order.
     pub fn input_path(&self, l3: L3) -> Vec<(&Table, &Chain)> {
         let mut out = Vec::new();
