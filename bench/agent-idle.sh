@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
 cargo build --release -q -p kosmos-collector -p kosmos-node-agent
-bin=$PWD/target/release
+bin=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
 work=$(mktemp -d /tmp/kna-idle-XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/c"; : > "$work/c/collector.toml"

@@ -71,7 +71,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--profile", default="kosmos-external")
-    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "kosmos-node-agent"))
+    ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "kosmos-node-agent"))
     args = ap.parse_args()
     if not os.path.exists(args.bin):
         subprocess.run(["cargo", "build", "--release", "-p", "kosmos-node-agent", "--bin", "kosmos-node-agent"],

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-120}
 cargo build --release -q -p kosmos-collector -p kosmos-node-agent -p kosmos-e2e --bins
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d /tmp/kna-fleetsim-XXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

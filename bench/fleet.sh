@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-10000}; CHECKS=${CHECKS:-150}; DAYS=${DAYS:-30}
 cargo build --release -q -p kosmos-collector -p kosmos-e2e --bins
-bin=$PWD/target/release
+bin=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
 store=$PWD/target/bench-fleet-$NODES-$CHECKS-$DAYS
 if [ ! -s "$store/collector.db" ]; then
   rm -rf "$store"; mkdir -p "$store"

@@ -1,19 +1,24 @@
 //! Command-line interface: argument parsing and the one-shot commands
-//! (`check`, `checks`, `explain`, `baseline pin`), and the entry points of
-//! `enroll` and `run` (the daemon). `main` only calls [`run`].
+//! (`check`, `checks`, `explain`, `baseline pin`), the entry points of
+//! `enroll` and `run` (the daemon), and the process set-up around them
+//! (logging, the TLS crypto provider, the exit code).
 //!
 //! Exit codes: 0 ok, 1 a finding at or above `--fail-on` failed (or could not
 //! be decided; for `run --once`: the report was not acked in time; for
 //! `enroll`: the collector could not be reached or refused), 2 usage or
 //! configuration error (including a CA fingerprint mismatch at enrollment).
+//!
+//! [`main`] is the whole program behind the binary's `main`, with the
+//! registry of checks as its one parameter (see [`Registry`]).
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::audit::check::Check;
-use crate::audit::checks::registry;
+use crate::audit::checks::Registry;
 use crate::audit::facts::Facts;
 use crate::audit::facts::kubelet::drift::PINNED_SNAPSHOT;
 use crate::audit::facts::kubelet::drift::build_snapshot;
@@ -228,16 +233,69 @@ impl CliError {
     }
 }
 
-/// Run a parsed command line; returns the process exit code.
-pub fn run(cli: Cli) -> Result<u8, CliError> {
-    let registry = registry();
+/// The agent program: parse the command line, set up logging and the TLS
+/// crypto provider, run the command with the checks of `registry`, and turn
+/// the result into the exit code (an error is printed on stderr).
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Enroll(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_level);
+    // Every TLS connection names the ring provider explicitly; installing it
+    // as the process default covers any path that does not.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli, registry) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.exit_code();
+            let e = anyhow::Error::from(e);
+            eprintln!("kosmos-node-agent: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Logging: under systemd (stderr is the journal) records go to journald
+/// with their priority through systemd-journal-logger. That crate is a `log`
+/// backend, so no tracing subscriber is installed then and tracing's `log`
+/// feature forwards every event as a `log` record. Elsewhere a tracing fmt
+/// subscriber writes to stderr. KOSMOS_AGENT_LOG sets the level (a tracing
+/// filter on stderr; a plain level such as `debug` for the journal).
+fn init_logging(default_level: &str) {
+    let wanted = std::env::var("KOSMOS_AGENT_LOG").ok();
+    if systemd_journal_logger::connected_to_journal()
+        && let Ok(journal) = systemd_journal_logger::JournalLog::new()
+        && journal.install().is_ok()
+    {
+        let level = wanted.as_deref().unwrap_or(default_level).parse().unwrap_or(log::LevelFilter::Info);
+        log::set_max_level(level);
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, never in files or CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            wanted
+                .and_then(|w| tracing_subscriber::EnvFilter::try_new(w).ok())
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+}
+
+/// Run a parsed command line with the checks of `registry`; returns the
+/// process exit code.
+pub fn run(cli: Cli, registry: Registry) -> Result<u8, CliError> {
+    let checks = registry();
     match cli.command {
-        Command::Check(args) => check(args, &registry),
-        Command::Checks { output, profile } => list(output, profile.as_deref(), &registry),
-        Command::Explain { id } => explain(&id, &registry),
+        Command::Check(args) => check(args, &checks),
+        Command::Checks { output, profile } => list(output, profile.as_deref(), &checks),
+        Command::Explain { id } => explain(&id, &checks),
         Command::Baseline(BaselineCommand::Pin { root, state_dir }) => pin(root.as_deref(), state_dir.as_deref()),
         Command::Enroll(args) => enroll_cmd(args),
-        Command::Run(args) => run_cmd(args),
+        Command::Run(args) => run_cmd(args, registry),
     }
 }
 
@@ -277,7 +335,7 @@ fn enroll_cmd(args: EnrollArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn run_cmd(args: RunArgs) -> Result<u8, CliError> {
+fn run_cmd(args: RunArgs, registry: Registry) -> Result<u8, CliError> {
     let paths = ConfigPaths::new(args.config, args.config_dir);
     let config = config::load(&paths, &ProcessEnv)?;
     let mode =
@@ -285,7 +343,7 @@ fn run_cmd(args: RunArgs) -> Result<u8, CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
         let shutdown = daemon::systemd::shutdown_signal();
-        Ok(daemon::run(config, mode, Systemd { notify: true }, shutdown).await?)
+        Ok(daemon::run(config, mode, Systemd { notify: true }, shutdown, registry).await?)
     })
 }
 

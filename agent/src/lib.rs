@@ -22,7 +22,7 @@
 //!   for which state directory applies ([`state::dir_for`]).
 //!
 //! [`cli`] parses the command line and calls into the wings; `main` only
-//! calls [`cli::run`].
+//! calls [`cli::main`] with the [`audit::checks::registry`].
 
 pub mod audit;
 pub mod audit_run;

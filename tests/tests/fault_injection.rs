@@ -1,13 +1,14 @@
 //! A panicking check in the shipped (release) agent becomes an `error`
 //! finding and the daemon keeps running (issue 14).
 //!
-//! The binary under test is a **release** build of the real agent with the
-//! `fault-injection` feature, which adds `fault.panic`, a check that panics.
-//! `.ci/run` builds it (`bash tests/build-fault-agent.sh`) into
-//! `<target dir>/fault-injection/`; `KOSMOS_FAULT_AGENT` may name another
-//! path.
-//! Packages never enable the feature (`packaging/test.sh` checks that the
-//! packaged binaries list no `fault.*` check).
+//! The binary under test is `kosmos-fault-agent` (`tests/fault-agent`):
+//! the real agent program, from the same library, whose registry has one
+//! more check, `fault.panic`, which panics. It must be a **release** build:
+//! `.ci/run` builds it with the packaged binaries (`cargo build --release -p
+//! kosmos-node-agent -p kosmos-collector -p kosmos-fault-agent`) into
+//! `<target dir>/release/`; `KOSMOS_FAULT_AGENT` may name another path.
+//! The packaged agent carries no `fault.*` check (`packaging/test.sh`
+//! checks).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,13 +21,16 @@ use kosmos_e2e::*;
 fn fault_agent() -> Option<PathBuf> {
     let path = std::env::var_os("KOSMOS_FAULT_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("fault-injection/kosmos-node-agent"));
+        .unwrap_or_else(|| target_dir().join("release/kosmos-fault-agent"));
     if path.is_file() {
         Some(path)
     } else {
         cannot_run(
             "fault_injection",
-            &format!("{} is not built: run `bash tests/build-fault-agent.sh` (.ci/run does)", path.display()),
+            &format!(
+                "{} is not built: run `cargo build --release -p kosmos-fault-agent` (.ci/run does)",
+                path.display()
+            ),
         );
         None
     }

@@ -33,7 +33,7 @@ use kosmos_proto::v1::{AttestationBody, Trigger};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::audit::checks::registry;
+use crate::audit::checks::Registry;
 use crate::audit::engine::AGENT_VERSION;
 use crate::audit::host::Host;
 use crate::audit::profile::Profile;
@@ -102,15 +102,19 @@ struct Shared {
     spool: Arc<Mutex<Spool>>,
     appended: Arc<Notify>,
     status: Arc<StatusBoard>,
+    /// The checks each audit round runs.
+    registry: Registry,
 }
 
 /// Run the daemon until `shutdown` resolves (or, with [`Mode::Once`], one
-/// report is acked). Returns the exit code.
+/// report is acked), auditing with the checks of `registry`. Returns the
+/// exit code.
 pub async fn run(
     config: Config,
     mode: Mode,
     systemd: Systemd,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    registry: Registry,
 ) -> Result<u8, DaemonError> {
     let identity = identity::load(&config)?;
     // Fail fast on a bad profile rather than at the first audit.
@@ -132,6 +136,7 @@ pub async fn run(
         appended: Arc::new(Notify::new()),
         status: status.clone(),
         config,
+        registry,
     });
     let mut sender = Sender {
         endpoint,
@@ -296,6 +301,7 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
     let root = shared.config.root.clone();
     let profile_name = shared.config.profile.clone();
     let state_dir = shared.config.state_dir.clone();
+    let registry = shared.registry;
     let audited = tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
         let registry = registry();
         let profile = Profile::load(&profile_name, &registry)?;
