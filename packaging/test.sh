@@ -35,7 +35,9 @@ fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
-step() { echo "== $*"; }
+# Each step says when it started (seconds into the script), so a slow one
+# shows in every CI log.
+step() { echo "== [${SECONDS}s] $*"; }
 ok() { echo "   ok: $*"; }
 
 [ "$(id -u)" -eq 0 ] || fail "run as root (it installs and purges the packages)"
