@@ -362,6 +362,7 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::checks::registry;
     use crate::testpki::{Behaviour, Pki, attestation_server};
     use std::path::PathBuf;
 
@@ -419,8 +420,8 @@ mod tests {
         let (_t, state, root) = dirs();
         let config = setup(&pki, &url, &state, &root);
         let once = Mode::Once { timeout: Duration::from_secs(20) };
-        assert_eq!(run(config.clone(), once, OFF, std::future::pending()).await.unwrap(), 0);
-        assert_eq!(run(config.clone(), once, OFF, std::future::pending()).await.unwrap(), 0);
+        assert_eq!(run(config.clone(), once, OFF, std::future::pending(), registry).await.unwrap(), 0);
+        assert_eq!(run(config.clone(), once, OFF, std::future::pending(), registry).await.unwrap(), 0);
         let r = received.lock().unwrap();
         assert_eq!(r.bodies.len(), 2);
         let (b1, b2) = (&r.bodies[0], &r.bodies[1]);
@@ -453,7 +454,7 @@ mod tests {
         let (_t, state, root) = dirs();
         let config = setup(&pki, &url, &state, &root);
         let once = Mode::Once { timeout: Duration::from_millis(600) };
-        assert_eq!(run(config, once, OFF, std::future::pending()).await.unwrap(), 1);
+        assert_eq!(run(config, once, OFF, std::future::pending(), registry).await.unwrap(), 1);
         assert_eq!(Spool::open(&state, 1 << 20).unwrap().seqs(), vec![1]);
     }
 
@@ -465,7 +466,7 @@ mod tests {
             let (_t, state, root) = dirs();
             let config = setup(&pki, &url, &state, &root);
             let once = Mode::Once { timeout: Duration::from_secs(20) };
-            assert_eq!(run(config, once, OFF, std::future::pending()).await.unwrap(), 0, "{behaviour:?}");
+            assert_eq!(run(config, once, OFF, std::future::pending(), registry).await.unwrap(), 0, "{behaviour:?}");
             let r = received.lock().unwrap();
             assert!(r.streams >= 2, "{behaviour:?}: reconnected");
             assert_eq!(r.bodies.iter().map(|b| b.seq).collect::<Vec<_>>(), vec![1]);
@@ -483,9 +484,15 @@ mod tests {
         let (_t, state, root) = dirs();
         let config = setup(&pki, &url, &state, &root);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(run(config, Mode::Daemon, OFF, async move {
-            let _ = stop_rx.await;
-        }));
+        let daemon = tokio::spawn(run(
+            config,
+            Mode::Daemon,
+            OFF,
+            async move {
+                let _ = stop_rx.await;
+            },
+            registry,
+        ));
         // Startup + scheduled reports pile up while the collector is down.
         let wait_spooled = async {
             loop {
@@ -539,9 +546,15 @@ mod tests {
         std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
         std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(run(config, Mode::Daemon, OFF, async move {
-            let _ = stop_rx.await;
-        }));
+        let daemon = tokio::spawn(run(
+            config,
+            Mode::Daemon,
+            OFF,
+            async move {
+                let _ = stop_rx.await;
+            },
+            registry,
+        ));
         let count = |n: usize| {
             let received = received.clone();
             async move {
@@ -569,8 +582,9 @@ mod tests {
         let pki = Pki::new();
         let mut config = setup(&pki, "https://127.0.0.1:1", &state, &root);
         config.key_path = state.join("absent.pem");
-        let err =
-            run(config, Mode::Once { timeout: Duration::from_secs(1) }, OFF, std::future::pending()).await.unwrap_err();
+        let err = run(config, Mode::Once { timeout: Duration::from_secs(1) }, OFF, std::future::pending(), registry)
+            .await
+            .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("not enrolled"), "{err}");
     }
