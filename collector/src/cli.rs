@@ -17,7 +17,6 @@ use crate::fleet::{self, Detail};
 use crate::metrics::Metrics;
 use crate::pki::{Pki, PkiError};
 use crate::service::{Shared, new_token, token_hash};
-use crate::store::sqlite::SqliteStore;
 use crate::store::writer::StoreWriter;
 use crate::store::{Store, StoreError, now_ms};
 
@@ -158,11 +157,15 @@ fn prepare_data_dir(cfg: &Config) -> Result<(), CliError> {
         .map_err(|e| CliError::Io { path: cfg.data_dir.display().to_string(), source: e })
 }
 
-fn open(cfg: &Config) -> Result<(Pki, SqliteStore), CliError> {
-    prepare_data_dir(cfg)?;
-    let pki = Pki::load_or_create(&cfg.pki, &cfg.server_names, cfg.pki_managed)?;
-    let store = SqliteStore::open(&cfg.database())?;
+fn open(cfg: &Config) -> Result<(Pki, Box<dyn Store>), CliError> {
+    let pki = open_pki(cfg)?;
+    let store = cfg.store_location().open()?;
     Ok((pki, store))
+}
+
+fn open_pki(cfg: &Config) -> Result<Pki, CliError> {
+    prepare_data_dir(cfg)?;
+    Ok(Pki::load_or_create(&cfg.pki, &cfg.server_names, cfg.pki_managed)?)
 }
 
 fn say(s: &str) {
@@ -222,7 +225,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Evidence { command: EvidenceCommand::Export(args) } => {
             let (pki, mut store) = open(&cfg)?;
-            Ok(evidence::run_export(&mut store, &pki.ca_cert_pem, &args)?)
+            Ok(evidence::run_export(&mut *store, &pki.ca_cert_pem, &args)?)
         }
         Command::Evidence { command: EvidenceCommand::Verify(args) } => Ok(evidence::run_verify(&args)?),
     }
@@ -252,9 +255,8 @@ fn report(
             problem: format!("{} does not exist: no collector has stored anything there", db.display()),
         });
     }
-    let conn = fleet::query::open(&db)?;
     let opts = fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail };
-    let report = fleet::query::build(&conn, &opts)?;
+    let report = cfg.store_location().fleet_reader()?.fleet_report(&opts)?;
     let render = |w: &mut dyn Write| -> std::io::Result<()> {
         match format {
             ReportFormat::Html => fleet::html::write_report(&report, w),
@@ -314,18 +316,18 @@ fn serve(
     let http_addr = http_listen.unwrap_or(cfg.http_listen);
     let token = crate::dashboard::load_token(http_addr, cfg.http_token_file.as_deref())?;
     raise_open_files_limit(cfg.limits.max_connections);
-    let (pki, mut store) = open(&cfg)?;
+    let pki = open_pki(&cfg)?;
+    let serving = cfg.store_location().open_for_serving()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
-    let checkpointer = crate::store::sqlite::Checkpointer::start(&cfg.database())?;
-    store.kick_after_ingest(&checkpointer);
-    let wal_sync = store.defer_ingest_sync();
-    let (writer, writer_thread) = StoreWriter::spawn(Box::new(store), Some(wal_sync));
+    let (writer, writer_thread) = StoreWriter::spawn(serving.store, serving.deferred_sync);
+    let upkeep = serving.upkeep;
     let metrics = Arc::new(Metrics::default());
-    let dashboard = Arc::new(Dashboard::new(cfg.database(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
+    let dashboard =
+        Arc::new(Dashboard::new(cfg.store_location(), cfg.report_interval_secs, token, Arc::clone(&metrics))?);
     let shared = Shared {
         writer,
         pki: Arc::new(pki),
@@ -335,15 +337,13 @@ fn serve(
         limits: cfg.limits,
     };
     let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = crate::server::listen(addr, cfg.limits.max_connections)
             .map_err(|e| CliError::Io { path: format!("listen {addr}"), source: e })?;
         let bound = listener.local_addr().map_err(|e| CliError::Io { path: format!("listen {addr}"), source: e })?;
         let addr_file = cfg.data_dir.join("grpc.addr");
         std::fs::write(&addr_file, format!("{bound}\n"))
             .map_err(|e| CliError::Io { path: addr_file.display().to_string(), source: e })?;
-        let http = tokio::net::TcpListener::bind(http_addr)
-            .await
+        let http = crate::server::listen(http_addr, cfg.limits.max_connections)
             .map_err(|e| CliError::Io { path: format!("listen {http_addr}"), source: e })?;
         let http_bound =
             http.local_addr().map_err(|e| CliError::Io { path: format!("listen {http_addr}"), source: e })?;
@@ -392,7 +392,7 @@ fn serve(
     // then commits what it holds and exits.
     drop(runtime);
     let _ = writer_thread.join();
-    drop(checkpointer);
+    drop(upkeep);
     result.map(|()| 0)
 }
 

@@ -150,6 +150,11 @@ impl Config {
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("collector.db")
     }
+
+    /// Where the store is: the SQLite database in `data_dir`.
+    pub fn store_location(&self) -> crate::store::StoreLocation {
+        crate::store::StoreLocation::Sqlite(self.database())
+    }
 }
 
 /// Validate `[limits]`. A stream may stay silent for three report intervals

@@ -14,7 +14,6 @@
 //! that node's findings live.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,9 +29,10 @@ use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
 use crate::fleet::html::{self, Filter};
-use crate::fleet::{self, Detail, FleetReport, NodeState, Options};
+use crate::fleet::{Detail, FleetReport, NodeState, Options};
 use crate::metrics::Metrics;
-use crate::store::{StoreError, now_ms};
+use crate::store::judge::EventKind;
+use crate::store::{FleetRead, StoreError, StoreLocation, now_ms};
 
 /// The fleet report is rebuilt at least this often, so that ages advance.
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -76,7 +76,7 @@ pub fn load_token(listen: SocketAddr, token_file: Option<&std::path::Path>) -> R
 /// The dashboard's state.
 #[derive(Debug)]
 pub struct Dashboard {
-    database: PathBuf,
+    store: StoreLocation,
     interval_secs: u64,
     /// SHA-256 of the bearer token, when one is required.
     token_sha256: Option<[u8; 32]>,
@@ -109,14 +109,14 @@ type Shared = Arc<Dashboard>;
 impl Dashboard {
     /// Build the first snapshot (so the first page is served from memory).
     pub fn new(
-        database: PathBuf,
+        store: StoreLocation,
         interval_secs: u64,
         token: Option<String>,
         ingest: Arc<Metrics>,
     ) -> Result<Dashboard, StoreError> {
-        let first = build(&database, interval_secs)?;
+        let first = build(&store, interval_secs)?;
         Ok(Dashboard {
-            database,
+            store,
             interval_secs,
             token_sha256: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             ingest,
@@ -143,25 +143,24 @@ impl Dashboard {
 /// (about 100 KB per node for a full report, which for 10,000 nodes would
 /// be a gigabyte held for pages that never show it: a node's page reads its
 /// findings live, and `/api/report.json` builds the full report on demand).
-fn build(database: &std::path::Path, interval_secs: u64) -> Result<FleetReport, StoreError> {
-    build_detailed(database, interval_secs, Detail::Summary)
+fn build(store: &StoreLocation, interval_secs: u64) -> Result<FleetReport, StoreError> {
+    build_detailed(store, interval_secs, Detail::Summary)
 }
 
-fn build_detailed(database: &std::path::Path, interval_secs: u64, detail: Detail) -> Result<FleetReport, StoreError> {
-    let conn = fleet::query::open(database)?;
-    fleet::query::build(&conn, &Options { now_ms: now_ms(), since_ms: None, interval_secs, detail })
+fn build_detailed(store: &StoreLocation, interval_secs: u64, detail: Detail) -> Result<FleetReport, StoreError> {
+    store.fleet_reader()?.fleet_report(&Options { now_ms: now_ms(), since_ms: None, interval_secs, detail })
 }
 
 /// Keep the snapshot fresh until the task is dropped.
 ///
-/// Every [`POLL`] it asks SQLite whether another connection committed
-/// (`PRAGMA data_version`, a counter read without scanning anything). After
+/// Every [`POLL`] it asks the store whether anything was committed
+/// ([`FleetRead::change_token`], read without scanning anything). After
 /// a change it rebuilds, but no sooner than five times the last build's
 /// cost after the previous one, so a large, busy fleet spends at most about
 /// a fifth of a core on the dashboard. Without changes it still rebuilds
 /// every [`REFRESH`], so that ages and staleness move on.
 pub async fn refresh_loop(dash: Shared) {
-    let mut watcher: Option<rusqlite::Connection> = None;
+    let mut watcher: Option<Box<dyn FleetRead>> = None;
     let mut seen_version: Option<i64> = None;
     let mut last_build = Instant::now();
     let mut last_cost = Duration::ZERO;
@@ -169,10 +168,9 @@ pub async fn refresh_loop(dash: Shared) {
     loop {
         tick.tick().await;
         if watcher.is_none() {
-            watcher = fleet::query::open(&dash.database).ok();
+            watcher = dash.store.fleet_reader().ok();
         }
-        let version =
-            watcher.as_ref().and_then(|c| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok());
+        let version = watcher.as_mut().and_then(|w| w.change_token().ok());
         let changed = version.is_none() || version != seen_version;
         let gap = (last_cost * 5).max(POLL);
         let due = (changed && last_build.elapsed() >= gap) || last_build.elapsed() >= REFRESH;
@@ -182,7 +180,7 @@ pub async fn refresh_loop(dash: Shared) {
         seen_version = version;
         let d = Arc::clone(&dash);
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || build(&d.database, d.interval_secs).map(Snapshot::new)).await {
+        match tokio::task::spawn_blocking(move || build(&d.store, d.interval_secs).map(Snapshot::new)).await {
             Ok(Ok(snapshot)) => {
                 dash.replace(snapshot);
                 tracing::debug!("fleet snapshot rebuilt in {:?}", started.elapsed());
@@ -261,11 +259,7 @@ async fn node_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>, Que
     let Some(node) = report.nodes.iter().find(|n| n.id == id).cloned() else { return not_found("node") };
     let d = Arc::clone(&dash);
     let lookup = id.clone();
-    let findings = tokio::task::spawn_blocking(move || {
-        let conn = fleet::query::open(&d.database)?;
-        fleet::query::node_findings(&conn, &lookup)
-    })
-    .await;
+    let findings = tokio::task::spawn_blocking(move || d.store.fleet_reader()?.node_findings(&lookup)).await;
     match findings {
         Ok(Ok(f)) => html_response(html::node_page(report, &node, &f, &filter)),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -284,8 +278,8 @@ async fn check_page(State(dash): State<Shared>, UrlPath(id): UrlPath<String>) ->
 async fn report_json(State(dash): State<Shared>) -> Response {
     // The full report (every finding that is not a pass), built for this
     // request: the snapshot keeps no finding text.
-    let (database, interval) = (dash.database.clone(), dash.interval_secs);
-    let report = match tokio::task::spawn_blocking(move || build_detailed(&database, interval, Detail::Failing)).await {
+    let (store, interval) = (dash.store.clone(), dash.interval_secs);
+    let report = match tokio::task::spawn_blocking(move || build_detailed(&store, interval, Detail::Failing)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -319,20 +313,6 @@ async fn metrics(State(dash): State<Shared>) -> Response {
 }
 
 type Labels = Vec<(&'static str, String)>;
-
-/// The event kinds the collector records (see `store::NodeEvent`).
-const EVENT_KINDS: [&str; 10] = [
-    "gap",
-    "fork",
-    "replay",
-    "spool_overflow",
-    "clock_skew",
-    "clock_backwards",
-    "bad_signature",
-    "identity_mismatch",
-    "revoked",
-    "malformed_report",
-];
 
 /// The collector's ingest metrics (live counters), ending with `# EOF`.
 pub fn ingest_metrics(ingest: &Metrics) -> Result<String, std::fmt::Error> {
@@ -390,7 +370,8 @@ pub fn fleet_metrics(report: &FleetReport) -> Result<String, std::fmt::Error> {
     // Fleet-wide chain events with every known kind present (0 included),
     // so that dashboards and alerts see the series before the first event.
     let by_kind = Family::<Labels, Gauge>::default();
-    let mut kinds: std::collections::BTreeMap<String, u64> = EVENT_KINDS.iter().map(|k| (k.to_string(), 0)).collect();
+    let mut kinds: std::collections::BTreeMap<String, u64> =
+        EventKind::ALL.iter().map(|k| (k.as_str().to_string(), 0)).collect();
     for i in &report.integrity {
         for (kind, count) in &i.events_by_kind {
             *kinds.entry(kind.clone()).or_insert(0) += count;

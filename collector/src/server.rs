@@ -16,6 +16,12 @@
 //!   `keepalive_timeout` is dropped by HTTP/2 itself;
 //! - an Attest stream that carries no envelope for `stream_idle` is ended
 //!   (see [`crate::service`]), and a node has at most one live stream.
+//!
+//! The listening socket ([`listen`]) queues up to `max_connections`
+//! handshakes the process has not accepted yet (the kernel caps the queue at
+//! `net.core.somaxconn`): with the default of 128, a reconnect storm
+//! overflowed it whenever the accept loop paused for a few milliseconds, and
+//! every dropped SYN cost its client a one-second retransmission.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -114,6 +120,17 @@ fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
         .map_err(|e| ServeError::Tls(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// Listen on `addr` with a queue of `backlog` connections not yet accepted
+/// (the kernel caps it at `net.core.somaxconn`). `SO_REUSEADDR` is set, as
+/// the standard library's `bind` does, so that a restarted collector can
+/// listen again while connections of the previous one are in TIME_WAIT.
+pub fn listen(addr: std::net::SocketAddr, backlog: usize) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(backlog).unwrap_or(u32::MAX))
 }
 
 /// Serve until `shutdown` resolves.
@@ -352,5 +369,45 @@ impl AsyncWrite for Guarded {
 
     fn is_write_vectored(&self) -> bool {
         self.tcp.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// The queue of connections the process has not accepted yet holds as
+    /// many as asked (up to the kernel's cap): a burst of connections to a
+    /// collector that is busy for a moment completes instead of having its
+    /// SYNs dropped. With the default backlog (tokio's `bind`: 128) the
+    /// connections beyond it time out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_accept_queue_holds_a_burst_the_process_has_not_accepted_yet() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(128);
+        let burst = 600.min(cap.saturating_sub(8));
+        assert!(burst > 200, "net.core.somaxconn is {cap}: too small to test a burst");
+        let listener = listen("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts while the burst connects (blocking connects on
+        // another thread: this runtime never polls the listener).
+        let connected = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::new();
+            for _ in 0..burst {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                    Ok(s) => held.push(s),
+                    Err(_) => break,
+                }
+            }
+            held.len()
+        })
+        .await
+        .unwrap();
+        assert_eq!(connected, burst, "connections completed before the first accept");
+        drop(listener);
     }
 }

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::store::judge::EventKind;
 use crate::store::writer::StoreWriter;
 use crate::store::{IngestItem, IngestResult, NewNode, NodeEvent, TokenUse, now_ms};
 
@@ -51,8 +52,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-async fn record(writer: &StoreWriter, node_id: &str, seq: Option<u64>, kind: &str, detail: String) {
-    let event = NodeEvent { node_id: node_id.to_string(), seq, kind: kind.to_string(), detail, at_ms: now_ms() };
+async fn record(writer: &StoreWriter, node_id: &str, seq: Option<u64>, kind: EventKind, detail: String) {
+    let event =
+        NodeEvent { node_id: node_id.to_string(), seq, kind: kind.as_str().to_string(), detail, at_ms: now_ms() };
     if let Err(e) = writer.call(move |s| s.record_event(&event)).await {
         tracing::error!("cannot record {kind} event for {node_id}: {e}");
     }
@@ -101,8 +103,14 @@ impl Attestation for AttestService {
             return Err(Status::permission_denied(format!("node {node_id} is not enrolled")));
         };
         if node.revoked_at_ms.is_some() {
-            record(&shared.writer, &node_id, None, "revoked", "connection with a revoked certificate refused".into())
-                .await;
+            record(
+                &shared.writer,
+                &node_id,
+                None,
+                EventKind::Revoked,
+                "connection with a revoked certificate refused".into(),
+            )
+            .await;
             return Err(Status::permission_denied(format!("node {node_id} is revoked")));
         }
         if node.cert_sha256 != leaf_sha {
@@ -110,7 +118,7 @@ impl Attestation for AttestService {
                 &shared.writer,
                 &node_id,
                 None,
-                "identity_mismatch",
+                EventKind::IdentityMismatch,
                 "certificate is not the one issued at enrollment".into(),
             )
             .await;
@@ -165,8 +173,14 @@ impl Attestation for AttestService {
                         let reason = if too_large { "too_large" } else { "undecodable" };
                         shared.metrics.refusal(reason);
                         tracing::warn!(node = %node_id, "envelope refused ({reason}): {}", status.message());
-                        record(&shared.writer, &node_id, None, "malformed_envelope", status.message().to_string())
-                            .await;
+                        record(
+                            &shared.writer,
+                            &node_id,
+                            None,
+                            EventKind::MalformedEnvelope,
+                            status.message().to_string(),
+                        )
+                        .await;
                         let message = format!("envelope refused: {}", status.message());
                         let answer = if too_large {
                             Status::resource_exhausted(message)
@@ -191,7 +205,7 @@ impl Attestation for AttestService {
                             &shared.writer,
                             &node_id,
                             Some(claimed).filter(|s| *s > 0 && *s <= MAX_STORABLE_SEQ),
-                            "bad_signature",
+                            EventKind::BadSignature,
                             e.to_string(),
                         )
                         .await;
@@ -205,7 +219,7 @@ impl Attestation for AttestService {
                         &shared.writer,
                         &node_id,
                         Some(body.seq).filter(|s| *s <= MAX_STORABLE_SEQ),
-                        "identity_mismatch",
+                        EventKind::IdentityMismatch,
                         format!("body claims node {:?}, certificate says {node_id}", body.node_id),
                     )
                     .await;
@@ -220,7 +234,7 @@ impl Attestation for AttestService {
                         &shared.writer,
                         &node_id,
                         None,
-                        "seq_out_of_range",
+                        EventKind::SeqOutOfRange,
                         format!("seq {} is outside 1..={MAX_STORABLE_SEQ}; the envelope was not stored", body.seq),
                     )
                     .await;

@@ -1,12 +1,14 @@
 //! kosmos-proto: the `kosmos.attest.v1` protocol shared by the agent and the
 //! collector, and the cryptographic helpers both sides must agree on exactly:
 //! envelope signing and verification, the hash chain, node identity
-//! carried in certificates, and the report's encoding and index digest.
+//! carried in certificates, the report's encoding and index digest, and the
+//! report vocabulary (statuses, severities, what is blocking).
 
 pub mod chain;
 pub mod codec;
 pub mod identity;
 pub mod report;
+pub mod verdict;
 
 /// The protocol definition itself, shipped in evidence bundles so that an
 /// auditor can decode bodies with `protoc --decode` and nothing of ours.

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use kosmos_collector::store::Store;
+use kosmos_collector::store::EvidenceRead;
 use kosmos_e2e::*;
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::v1::{Ack, AttestationEnvelope};

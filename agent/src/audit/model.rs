@@ -7,67 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// How bad a failing check is. Ordered: `Info < Low < … < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 5] =
-        [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Severity> {
-        Severity::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The verdict of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// The check does not apply here (with a reason), e.g. sshd not installed.
-    NotApplicable,
-    /// The check could not decide (with a reason): never reported as a pass.
-    Error,
-    /// Failed, but covered by an unexpired waiver in the profile.
-    Waived,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::NotApplicable => "not_applicable",
-            Status::Error => "error",
-            Status::Waived => "waived",
-        }
-    }
-}
+// The status and severity vocabulary is shared with the collector.
+pub use kosmos_proto::verdict::{Severity, Status};
 
 /// Who owns the control under Scaleway's shared responsibility model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use super::{
     Anchor, CA_PATH, CollectorInfo, EvidenceError, ExportParams, FORMAT, MANIFEST_PATH, Manifest, ManifestEvent,
     ManifestFile, ManifestNode, PROTO_PATH, body_path, cert_path, hex, io_err, rfc3339, sig_path,
 };
-use crate::store::{NodeEvent, NodeRecord, Store};
+use crate::store::{EvidenceRead, NodeEvent, NodeRecord};
 
 /// Envelopes read from the store per query: bounds memory (bodies are up to
 /// 16 MiB, ~150 KiB typically) without a query per envelope.
@@ -57,7 +57,7 @@ pub struct ExportSummary {
 
 /// Write a bundle for `req` to `req.out`.
 pub fn export(
-    store: &mut dyn Store,
+    store: &mut dyn EvidenceRead,
     ca_pem: &str,
     req: &ExportRequest,
     now_ms: i64,
@@ -100,7 +100,7 @@ pub fn export(
     Ok(ExportSummary { path: out.clone(), nodes: nodes.len(), envelopes, bytes, manifest_sha256 })
 }
 
-fn select_nodes(store: &mut dyn Store, req: &ExportRequest) -> Result<Vec<NodeRecord>, EvidenceError> {
+fn select_nodes(store: &mut dyn EvidenceRead, req: &ExportRequest) -> Result<Vec<NodeRecord>, EvidenceError> {
     if req.all {
         return Ok(store.nodes()?);
     }
@@ -164,7 +164,7 @@ fn pem_certificate(der: &[u8]) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn write_bundle(
-    store: &mut dyn Store,
+    store: &mut dyn EvidenceRead,
     file: File,
     tmp: &Path,
     ca_pem: &str,

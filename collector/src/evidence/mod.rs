@@ -58,7 +58,7 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::store::{EvidenceRead, StoreError};
 
 pub use export::{ExportRequest, ExportSummary, export};
 pub use verify::{KnownBreak, NodeVerdict, Problem, VerifyReport, verify_bundle};
@@ -394,7 +394,7 @@ fn print(s: &str) {
 }
 
 /// `evidence export`: returns the exit code.
-pub fn run_export(store: &mut dyn Store, ca_pem: &str, args: &ExportArgs) -> Result<u8, EvidenceError> {
+pub fn run_export(store: &mut dyn EvidenceRead, ca_pem: &str, args: &ExportArgs) -> Result<u8, EvidenceError> {
     if let (Some(f), Some(t)) = (&args.from, &args.to)
         && f.ms > t.ms
     {

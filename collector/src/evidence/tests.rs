@@ -14,7 +14,7 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ED25519};
 use super::*;
 use crate::pki::{Pki, PkiPaths};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{IngestItem, IngestResult, NewNode};
+use crate::store::{IngestItem, IngestResult, NewNode, Store};
 
 const REPORT: &[u8] = br#"{"summary":{"pass":0,"fail":0,"error":0,"not_applicable":0,"waived":0},"results":[]}"#;
 

@@ -28,6 +28,7 @@ mod svg;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use kosmos_proto::verdict::{Severity, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -35,7 +36,16 @@ use serde_json::value::RawValue;
 pub const SCHEMA: &str = "kosmos.fleet-report/v1";
 
 /// Severities, most severe first.
-pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+pub const SEVERITIES: [&str; 5] = {
+    // The shared vocabulary's names, most severe first.
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Severity::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Families whose changes make the drift timeline.
 pub const DRIFT_FAMILIES: [&str; 6] = ["kubelet", "kube_proxy", "firewall", "exposure", "ssh", "sysctl"];
@@ -181,14 +191,16 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
+    /// Count one finding; a status the vocabulary does not know counts
+    /// nowhere (the store only indexes known ones).
     pub fn add(&mut self, status: &str) {
-        match status {
-            "pass" => self.pass += 1,
-            "fail" => self.fail += 1,
-            "error" => self.error += 1,
-            "not_applicable" => self.not_applicable += 1,
-            "waived" => self.waived += 1,
-            _ => {}
+        match Status::parse(status) {
+            Some(Status::Pass) => self.pass += 1,
+            Some(Status::Fail) => self.fail += 1,
+            Some(Status::Error) => self.error += 1,
+            Some(Status::NotApplicable) => self.not_applicable += 1,
+            Some(Status::Waived) => self.waived += 1,
+            None => {}
         }
     }
 

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use kosmos_proto::verdict::{self, Severity, Status};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Deserialize;
 
@@ -20,13 +21,44 @@ use super::{
     NodeIntegrity, NodeReport, NodeState, Options, Reference, SCHEMA, SEVERITIES, Settings, SrmArea, StatusCounts,
     Summary, TrendDay, WAIVER_SOON_DAYS, WaiverEntry, rfc3339, round1,
 };
-use crate::store::{StoreError, sql};
+use crate::store::sqlite::sql;
+use crate::store::{FleetRead, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// The SQLite store's [`FleetRead`]: one read-only connection.
+#[derive(Debug)]
+pub struct SqliteFleetReader {
+    conn: Connection,
+}
+
+impl SqliteFleetReader {
+    /// Open the database at `path` read-only.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqliteFleetReader { conn: open(path)? })
+    }
+}
+
+impl FleetRead for SqliteFleetReader {
+    fn fleet_report(&mut self, opts: &Options) -> Result<FleetReport, StoreError> {
+        build(&self.conn, opts)
+    }
+
+    fn node_findings(&mut self, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
+        node_findings(&self.conn, node_id)
+    }
+
+    fn change_token(&mut self) -> Result<i64, StoreError> {
+        // SQLite's own counter: it changes when another connection commits,
+        // and this reader never writes.
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(sql("reading the data version"))
+    }
+}
+
 /// Open the store read-only.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_err =
+        |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: source.into() };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
@@ -58,8 +90,16 @@ fn severity_rank(s: &str) -> usize {
     SEVERITIES.iter().position(|x| *x == s).unwrap_or(SEVERITIES.len())
 }
 
+/// Most urgent first; a status the vocabulary does not know sorts last.
 fn status_rank(s: &str) -> usize {
-    ["fail", "error", "waived", "not_applicable", "pass"].iter().position(|x| *x == s).unwrap_or(5)
+    match Status::parse(s) {
+        Some(Status::Fail) => 0,
+        Some(Status::Error) => 1,
+        Some(Status::Waived) => 2,
+        Some(Status::NotApplicable) => 3,
+        Some(Status::Pass) => 4,
+        None => 5,
+    }
 }
 
 /// Most urgent first: by status, then severity, then check id.
@@ -176,7 +216,8 @@ fn scan(
         let c = &mut part.checks[ci];
         part.findings.add(status);
         c.counts.add(status);
-        let failing = matches!(status, "fail" | "error");
+        let parsed = Status::parse(status);
+        let failing = matches!(parsed, Some(Status::Fail | Status::Error));
         let node = part.nodes.entry(ni).or_insert_with(|| NodePart {
             counts: StatusCounts::default(),
             blocking: 0,
@@ -185,18 +226,22 @@ fn scan(
             marks: vec![AreaMark::default(); AREAS.len()],
         });
         node.counts.add(status);
-        if failing && c.severity_rank <= 1 {
+        // SEVERITIES is the vocabulary's order, so the rank names the severity.
+        let severity = Severity::ALL.get(c.severity_rank).copied();
+        if let (Some(st), Some(sev)) = (parsed, severity)
+            && verdict::is_blocking(st, sev)
+        {
             node.blocking += 1;
         }
-        match status {
-            "fail" => {
+        match parsed {
+            Some(Status::Fail) => {
                 c.failing_nodes.push(ni);
                 node.failing_by_severity[c.severity_rank.min(5)] += 1;
             }
-            "error" => c.error_nodes.push(ni),
+            Some(Status::Error) => c.error_nodes.push(ni),
             _ => {}
         }
-        let decided = matches!(status, "pass" | "fail" | "error" | "waived");
+        let decided = matches!(parsed, Some(Status::Pass | Status::Fail | Status::Error | Status::Waived));
         let mark = match c.area {
             Some(a) => &mut node.marks[a],
             None => {
@@ -209,7 +254,7 @@ fn scan(
         mark.decided |= decided;
         mark.failing |= failing;
         let shown = match detail {
-            Detail::Failing => status != "pass",
+            Detail::Failing => parsed != Some(Status::Pass),
             Detail::All => true,
             Detail::Summary => false,
         };
@@ -231,7 +276,7 @@ fn scan(
 }
 
 /// Build the fleet report.
-pub fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreError> {
+fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreError> {
     build_with(conn, opts, None)
 }
 
@@ -673,7 +718,7 @@ fn area_view(
 
 /// Every finding of one node (passes included), most urgent first, for
 /// the dashboard's node page.
-pub fn node_findings(conn: &Connection, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
+fn node_findings(conn: &Connection, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
     let doing = "reading a node's findings";
     let mut stmt = conn
         .prepare("SELECT check_id, family, severity, status, seq, finding_json FROM findings_latest WHERE node_id = ?1")
@@ -765,5 +810,24 @@ mod tests {
             assert!(one["srm"].as_array().unwrap().iter().any(|a| a["area"] == "Unmapped family newfamily"));
             assert!(!one["waivers"].as_array().unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn the_change_token_moves_exactly_when_another_connection_commits() {
+        let d = store(2);
+        let path = d.path().join("c.db");
+        let mut reader = SqliteFleetReader::open(&path).unwrap();
+        let first = reader.change_token().unwrap();
+        assert_eq!(reader.change_token().unwrap(), first, "no write: the same token");
+        // Reads change nothing.
+        let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail: Detail::Summary };
+        reader.fleet_report(&opts).unwrap();
+        assert_eq!(reader.change_token().unwrap(), first);
+        let mut writer = SqliteStore::open(&path).unwrap();
+        writer.revoke_node("node-0000", 3_000).unwrap();
+        let after = reader.change_token().unwrap();
+        assert_ne!(after, first, "a commit by another connection changes the token");
+        assert_eq!(reader.change_token().unwrap(), after);
+        assert_eq!(reader.node_findings("node-0001").unwrap().len(), 12);
     }
 }

@@ -1,16 +1,30 @@
 //! Storage of nodes, enrollment tokens, raw signed envelopes, the latest
 //! finding per node and check, and chain events.
 //!
-//! [`Store`] is the boundary: SQLite implements it now (embedded, the
-//! default); a PostgreSQL implementation can follow for several collector
-//! replicas. Ingest is a batch operation so that the writer can commit many
-//! envelopes in one durable transaction: an ack is sent only after the
-//! transaction holding its envelope has committed.
+//! The boundary is two traits whose errors name no backend: [`Store`]
+//! (enrollment, ingest, administration and the evidence reads) and
+//! [`FleetRead`] (fleet reports, the dashboard and its change detection).
+//! The chain policy every backend applies is [`judge`], a pure function.
+//! SQLite implements both traits now (embedded, the default); a
+//! [`StoreLocation`] says where a store is and opens it. Ingest is a batch
+//! operation so that the writer can commit many envelopes in one durable
+//! transaction: an ack is sent only after the transaction holding its
+//! envelope has committed.
 
+pub mod judge;
 pub mod sqlite;
 pub mod writer;
 
+use std::path::PathBuf;
+
 use kosmos_proto::v1::AttestationBody;
+
+use crate::fleet::{FleetReport, NodeFinding, Options};
+
+/// A backend's own error (SQLite's, PostgreSQL's), kept as the source of a
+/// [`StoreError`] so that the message shows it without the collector's
+/// types naming a backend.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors from the store. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +33,17 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     #[error("database error while {doing}: {source}")]
-    Sql {
+    Backend {
         doing: &'static str,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
+    /// The store holds something its own schema rules out.
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
     #[error("the ingest transaction failed: {0}")]
     Batch(String),
     #[error("the store writer has stopped")]
@@ -43,10 +60,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-}
-
-pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sql { doing, source }
 }
 
 /// What happened to an enrollment token.
@@ -148,8 +161,9 @@ pub struct NodeEvent {
 /// A stored envelope, verbatim: (seq, body, signature).
 pub type StoredEnvelope = (u64, Vec<u8>, Vec<u8>);
 
-/// The persistence boundary of the collector.
-pub trait Store: Send {
+/// Enrollment, ingest and administration: the collector's writes, and the
+/// reads that go with them. One writer thread owns a `Store` ([`writer`]).
+pub trait Store: EvidenceRead + Send {
     fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError>;
     /// Consume a one-time token atomically.
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError>;
@@ -157,18 +171,23 @@ pub trait Store: Send {
     /// Enroll a node with a one-time token, atomically: the token is
     /// consumed and the node recorded in one transaction, or neither.
     fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError>;
-    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
-    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError>;
     /// Mark a node revoked; false when there is no such node.
     fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// Store a batch of verified envelopes in one transaction, durable when
     /// this returns (unless the store was told to defer that, see
-    /// [`sqlite::SqliteStore::defer_ingest_sync`]). An error on one
-    /// envelope fails that envelope ([`IngestResult::Failed`]) and the later
-    /// envelopes of its node in the batch, never another node's: `Err` means
-    /// the whole transaction could not be committed.
+    /// [`DeferredSync`]). Each envelope is judged by [`judge::judge`]. An
+    /// error on one envelope fails that envelope ([`IngestResult::Failed`])
+    /// and the later envelopes of its node in the batch, never another
+    /// node's: `Err` means the whole transaction could not be committed.
     fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError>;
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError>;
+}
+
+/// The reads behind evidence exports (and the CLI's node listing): nodes,
+/// their events and their stored envelopes, verbatim.
+pub trait EvidenceRead {
+    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError>;
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError>;
     /// Raw stored envelopes of a node in seq order: (seq, body, signature).
     fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError>;
@@ -208,4 +227,91 @@ pub struct EvidenceEnvelope {
     pub created_ms: i64,
     /// When the collector received it.
     pub received_ms: i64,
+}
+
+/// The reads behind fleet reports, the dashboard and a node's page. A
+/// reader sees committed data only; it never blocks the writer.
+pub trait FleetRead: Send {
+    /// The fleet report as of `opts.now_ms`.
+    fn fleet_report(&mut self, opts: &Options) -> Result<FleetReport, StoreError>;
+    /// The latest finding of every check on one node, most urgent first.
+    fn node_findings(&mut self, node_id: &str) -> Result<Vec<NodeFinding>, StoreError>;
+    /// An opaque token for the store's committed content as this reader sees
+    /// it: two calls on the same reader return the same token when no write
+    /// was committed in between (by this process or any other), and
+    /// different tokens otherwise. The dashboard polls it to rebuild only
+    /// after a change; it costs no scan.
+    fn change_token(&mut self) -> Result<i64, StoreError>;
+}
+
+/// Makes ingest transactions that a store committed without waiting for
+/// the disk durable, all of them in one call (the store writer's acker calls
+/// it before it acks; see [`writer`]).
+pub trait DeferredSync: Send + Sync {
+    /// Return once every transaction committed so far is on disk.
+    fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// A store opened for `serve`: the store for the writer thread, how its
+/// deferred durability is reached, and the backend's background upkeep
+/// (SQLite: the WAL checkpointer), which runs until it is dropped.
+pub struct ServingStore {
+    pub store: Box<dyn Store>,
+    pub deferred_sync: Option<Box<dyn DeferredSync>>,
+    pub upkeep: Box<dyn std::any::Any + Send>,
+}
+
+impl std::fmt::Debug for ServingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingStore").finish_non_exhaustive()
+    }
+}
+
+/// Where a collector's store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite database file (the default: `collector.db` in `data_dir`).
+    Sqlite(PathBuf),
+}
+
+impl StoreLocation {
+    /// Open the store (created and migrated when it does not exist yet).
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        match self {
+            StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+        }
+    }
+
+    /// Open the store for `serve`: ingest commits without waiting for the
+    /// disk and the writer makes them durable in groups before acking.
+    pub fn open_for_serving(&self) -> Result<ServingStore, StoreError> {
+        match self {
+            StoreLocation::Sqlite(path) => {
+                let mut store = sqlite::SqliteStore::open(path)?;
+                let checkpointer = sqlite::Checkpointer::start(path)?;
+                store.kick_after_ingest(&checkpointer);
+                let wal_sync = store.defer_ingest_sync();
+                Ok(ServingStore {
+                    store: Box::new(store),
+                    deferred_sync: Some(Box::new(wal_sync)),
+                    upkeep: Box::new(checkpointer),
+                })
+            }
+        }
+    }
+
+    /// A reader for fleet reports. Fails when the store does not exist.
+    pub fn fleet_reader(&self) -> Result<Box<dyn FleetRead>, StoreError> {
+        match self {
+            StoreLocation::Sqlite(path) => Ok(Box::new(crate::fleet::query::SqliteFleetReader::open(path)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
 }

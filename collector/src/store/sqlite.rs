@@ -17,21 +17,19 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use kosmos_proto::chain::{self, ChainHead, ChainStep};
+use kosmos_proto::chain::ChainHead;
 use kosmos_proto::report::{self, IndexedReport};
-use kosmos_proto::v1::Trigger;
+use kosmos_proto::verdict::{self, Severity, Status};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::judge::{self, Admission, EventKind, NodeChain, hex};
 use super::{
-    IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError, StoredEnvelope, TokenUse, sql,
+    DeferredSync, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
+    StoredEnvelope, TokenUse,
 };
-
-/// A body created this far in the future (by the collector's clock) is a
-/// clock anomaly on the node.
-const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -201,11 +199,11 @@ impl Counts {
         let mut c = Counts::default();
         for f in findings {
             match f.status {
-                FindingStatus::Pass => c.pass += 1,
-                FindingStatus::Fail => c.fail += 1,
-                FindingStatus::Error => c.error += 1,
-                FindingStatus::NotApplicable => c.not_applicable += 1,
-                FindingStatus::Waived => c.waived += 1,
+                Status::Pass => c.pass += 1,
+                Status::Fail => c.fail += 1,
+                Status::Error => c.error += 1,
+                Status::NotApplicable => c.not_applicable += 1,
+                Status::Waived => c.waived += 1,
             }
             if f.blocking {
                 c.blocking += 1;
@@ -215,16 +213,6 @@ impl Counts {
     }
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "snake_case")]
-enum FindingStatus {
-    Pass,
-    Fail,
-    Error,
-    NotApplicable,
-    Waived,
-}
-
 #[derive(Deserialize)]
 struct FindingIndex<'a> {
     // Cow: borrowed when the JSON string has no escape, owned when it has
@@ -232,7 +220,7 @@ struct FindingIndex<'a> {
     // unindexable).
     #[serde(borrow)]
     id: std::borrow::Cow<'a, str>,
-    status: FindingStatus,
+    status: Status,
     #[serde(borrow)]
     severity: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
@@ -276,12 +264,14 @@ struct IndexedDigest {
 #[derive(Clone, Copy, Debug)]
 struct LatestFinding {
     digest: [u8; 32],
-    status: FindingStatus,
+    status: Status,
     blocking: bool,
 }
 
-fn is_blocking(status: FindingStatus, severity: &str) -> bool {
-    matches!(status, FindingStatus::Fail | FindingStatus::Error) && matches!(severity, "critical" | "high")
+/// Blocking as the report vocabulary defines it; a severity the vocabulary
+/// does not know is never blocking (the report schema rules it out).
+fn is_blocking(status: Status, severity: &str) -> bool {
+    Severity::parse(severity).is_some_and(|s| verdict::is_blocking(status, s))
 }
 
 /// The observed value of a stored finding, as JSON text.
@@ -338,7 +328,8 @@ impl SqliteStore {
 
     /// Open (and create) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err =
+            |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: source.into() };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
         // Small pages: every ingest batch rewrites an index leaf per node in
@@ -439,7 +430,7 @@ fn load_findings(conn: &rusqlite::Connection, node_id: &str) -> Result<HashMap<S
         let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
         // Rows this code wrote always have a known status; anything else
         // is rewritten by the next report.
-        let Some(status) = status_of(&status) else { continue };
+        let Some(status) = Status::parse(&status) else { continue };
         let digest = Sha256::digest(json.as_bytes()).into();
         map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
     }
@@ -485,7 +476,8 @@ impl Checkpointer {
 
     fn start_with_idle(path: &Path, idle: std::time::Duration) -> Result<Self, StoreError> {
         use std::sync::atomic::Ordering;
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err =
+            |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: source.into() };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
         let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
@@ -539,6 +531,12 @@ pub struct WalSync {
     /// The WAL's directory entry was synced once (a new WAL file is not
     /// durable until its directory is).
     dir_synced: std::sync::atomic::AtomicBool,
+}
+
+impl DeferredSync for WalSync {
+    fn sync(&self) -> Result<(), StoreError> {
+        WalSync::sync(self)
+    }
 }
 
 impl WalSync {
@@ -597,46 +595,17 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 const NODE_COLUMNS: &str =
     "id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms, revoked_ms, head_seq, head_hash, last_seen_ms";
 
-fn status_name(s: FindingStatus) -> &'static str {
-    match s {
-        FindingStatus::Pass => "pass",
-        FindingStatus::Fail => "fail",
-        FindingStatus::Error => "error",
-        FindingStatus::NotApplicable => "not_applicable",
-        FindingStatus::Waived => "waived",
-    }
-}
-
-/// The inverse of [`status_name`].
-fn status_of(name: &str) -> Option<FindingStatus> {
-    [
-        FindingStatus::Pass,
-        FindingStatus::Fail,
-        FindingStatus::Error,
-        FindingStatus::NotApplicable,
-        FindingStatus::Waived,
-    ]
-    .into_iter()
-    .find(|s| status_name(*s) == name)
-}
-
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Wrap a SQLite error with what the store was doing.
+pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Backend { doing, source: source.into() }
 }
 
 /// (revoked_ms, head_seq, head_hash, last_created_ms) of a node.
 type HeadRow = (Option<i64>, i64, Option<Vec<u8>>, Option<i64>);
-
-/// Per-transaction state of one node during a batch.
-struct NodeState {
-    revoked: bool,
-    head: Option<ChainHead>,
-    last_created_ms: Option<i64>,
-}
 
 impl SqliteStore {
     /// Check a one-time token and, when it is valid, mark it used.
@@ -703,7 +672,7 @@ impl SqliteStore {
                         &NodeEvent {
                             node_id: item.node_id.clone(),
                             seq: Some(body.seq),
-                            kind: "malformed_report".into(),
+                            kind: EventKind::MalformedReport.as_str().into(),
                             detail: format!("a finding of the signed report cannot be indexed: {e}"),
                             at_ms: item.received_at_ms,
                         },
@@ -728,7 +697,7 @@ impl SqliteStore {
                         .ok()
                         .and_then(|o| observed_text(o.observed));
                     (p.status != f.status || old_observed != new_observed)
-                        .then(|| (Some(status_name(p.status)), old_observed))
+                        .then(|| (Some(p.status.as_str()), old_observed))
                 }
                 None if had_findings => Some((None, None)),
                 None => None,
@@ -747,7 +716,7 @@ impl SqliteStore {
                         seq_i64(body.seq),
                         body.created_at_unix_ms,
                         old_status,
-                        status_name(f.status),
+                        f.status.as_str(),
                         old_observed,
                         new_observed
                     ])
@@ -766,7 +735,7 @@ impl SqliteStore {
                     item.node_id,
                     f.id.as_ref(),
                     seq_i64(body.seq),
-                    status_name(f.status),
+                    f.status.as_str(),
                     f.severity.as_ref(),
                     f.family.as_ref(),
                     f.title.as_ref(),
@@ -824,7 +793,7 @@ impl SqliteStore {
         tx: &rusqlite::Connection,
         cache: &mut NodeIndexCache,
         item: &IngestItem,
-        event: &dyn Fn(&str, String) -> NodeEvent,
+        event: &dyn Fn(EventKind, String) -> NodeEvent,
     ) -> Result<Option<Counts>, StoreError> {
         let body = &item.body;
         let full = body.families.is_empty();
@@ -836,7 +805,7 @@ impl SqliteStore {
         }
         // The cache now describes something else until this report is indexed.
         cache.last_report = None;
-        let malformed = |detail: String| Self::event_tx(tx, &event("malformed_report", detail)).map(|()| None);
+        let malformed = |detail: String| Self::event_tx(tx, &event(EventKind::MalformedReport, detail)).map(|()| None);
         let json = match report::decode(body) {
             Ok(j) => j,
             Err(e) => return malformed(format!("signed report cannot be read: {e}")),
@@ -854,7 +823,7 @@ impl SqliteStore {
             Self::event_tx(
                 tx,
                 &event(
-                    "malformed_report",
+                    EventKind::MalformedReport,
                     format!(
                         "report_index_sha256 {} does not match the signed report ({}); the report was indexed",
                         hex(&body.report_index_sha256),
@@ -876,119 +845,43 @@ impl SqliteStore {
     fn ingest_one(
         tx: &rusqlite::Connection,
         cache: &mut NodeIndexCache,
-        state: &mut NodeState,
+        state: &mut NodeChain,
         item: &IngestItem,
         now_ms: i64,
     ) -> Result<IngestResult, StoreError> {
         let body = &item.body;
-        let event = |kind: &str, detail: String| NodeEvent {
+        let event = |kind: EventKind, detail: String| NodeEvent {
             node_id: item.node_id.clone(),
             seq: Some(body.seq),
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             detail,
             at_ms: now_ms,
         };
-        let head_seq = state.head.map_or(0, |h| h.seq);
-        if state.revoked {
-            Self::event_tx(tx, &event("revoked", "envelope from a revoked node refused".into()))?;
-            return Ok(IngestResult::Refused { reason: "node certificate is revoked".into() });
-        }
         let hash = item.body_sha256;
-        match chain::classify(state.head, body) {
-            ChainStep::Old => {
-                let stored: Option<Vec<u8>> = tx
-                    .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
-                    .and_then(|mut s| s.query_row(params![item.node_id, seq_i64(body.seq)], |r| r.get(0)).optional())
-                    .map_err(sql("looking up an envelope"))?;
-                match stored {
-                    Some(h) if h == hash => {
-                        Self::event_tx(
-                            tx,
-                            &event(
-                                "replay",
-                                format!("identical envelope for seq {} already stored; ignored", body.seq),
-                            ),
-                        )?;
-                    }
-                    Some(h) => {
-                        Self::event_tx(
-                            tx,
-                            &event(
-                                "fork",
-                                format!(
-                                    "a different body for seq {} (sha256 {}) than the stored one ({}); the first is kept",
-                                    body.seq,
-                                    hex(&hash),
-                                    hex(&h)
-                                ),
-                            ),
-                        )?;
-                    }
-                    None => {
-                        Self::event_tx(
-                            tx,
-                            &event(
-                                "replay",
-                                format!(
-                                    "seq {} arrived after the head {head_seq} and was never stored; ignored",
-                                    body.seq
-                                ),
-                            ),
-                        )?;
-                    }
-                }
-                return Ok(IngestResult::Acked { head_seq });
-            }
-            ChainStep::Gap { first_missing, last_missing } => {
-                Self::event_tx(
-                    tx,
-                    &event("gap", format!("seq {first_missing}..={last_missing} missing before seq {}", body.seq)),
-                )?;
-            }
-            ChainStep::Fork { expected_prev } => {
-                Self::event_tx(
-                    tx,
-                    &event(
-                        "fork",
-                        format!(
-                            "prev_hash {} does not name the stored head {} (seq {head_seq}): the chain was broken",
-                            hex(&body.prev_hash),
-                            hex(&expected_prev)
-                        ),
-                    ),
-                )?;
-            }
-            ChainStep::Next => {}
+        let judgement = judge::judge(state, body, &hash, now_ms, |seq| -> Result<Option<[u8; 32]>, StoreError> {
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
+                .and_then(|mut s| s.query_row(params![item.node_id, seq_i64(seq)], |r| r.get(0)).optional())
+                .map_err(sql("looking up an envelope"))?;
+            stored
+                .map(|h| {
+                    <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+                        StoreError::Corrupt(format!(
+                            "node {} seq {seq}: a body hash of {} bytes",
+                            item.node_id,
+                            h.len()
+                        ))
+                    })
+                })
+                .transpose()
+        })?;
+        for e in &judgement.events {
+            Self::event_tx(tx, &event(e.kind, e.detail.clone()))?;
         }
-        if body.trigger == Trigger::Gap as i32 {
-            let d = body.dropped.clone().unwrap_or_default();
-            Self::event_tx(
-                tx,
-                &event(
-                    "spool_overflow",
-                    format!("agent dropped seq {}..={} before delivery: {}", d.first_seq, d.last_seq, d.reason),
-                ),
-            )?;
-        }
-        if body.created_at_unix_ms > now_ms + CLOCK_SKEW_MS {
-            Self::event_tx(
-                tx,
-                &event(
-                    "clock_skew",
-                    format!("created {} ms ahead of the collector's clock", body.created_at_unix_ms - now_ms),
-                ),
-            )?;
-        }
-        if let Some(prev) = state.last_created_ms
-            && body.created_at_unix_ms + 1000 < prev
-        {
-            Self::event_tx(
-                tx,
-                &event(
-                    "clock_backwards",
-                    format!("created {} ms before the previous envelope", prev - body.created_at_unix_ms),
-                ),
-            )?;
+        match judgement.admission {
+            Admission::Store => {}
+            Admission::AckHead => return Ok(IngestResult::Acked { head_seq: state.head_seq() }),
+            Admission::Refuse { reason } => return Ok(IngestResult::Refused { reason }),
         }
         let counts = if body.report_json.is_empty() { None } else { Self::index_body(tx, cache, item, &event)? };
         tx.prepare_cached(
@@ -1048,8 +941,7 @@ impl SqliteStore {
             s.execute(params![item.node_id, seq_i64(body.seq), hash.as_slice(), body.created_at_unix_ms, now_ms])
         })
         .map_err(sql("updating the node head"))?;
-        state.head = Some(ChainHead { seq: body.seq, hash });
-        state.last_created_ms = Some(body.created_at_unix_ms);
+        *state = state.advanced(body, hash);
         Ok(IngestResult::Acked { head_seq: body.seq })
     }
 }
@@ -1094,22 +986,6 @@ impl Store for SqliteStore {
         Self::insert_node_tx(&self.conn, node)
     }
 
-    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
-        self.conn
-            .query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"), [id], node_from_row)
-            .optional()
-            .map_err(sql("reading a node"))
-    }
-
-    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
-            .map_err(sql("listing nodes"))?;
-        let rows = stmt.query_map([], node_from_row).map_err(sql("listing nodes"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql("listing nodes"))
-    }
-
     fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let n = self
             .conn
@@ -1128,7 +1004,7 @@ impl Store for SqliteStore {
         let mut digests = std::mem::take(&mut self.finding_digests);
         let result = (|| {
             let mut tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
-            let mut states: HashMap<String, NodeState> = HashMap::new();
+            let mut states: HashMap<String, NodeChain> = HashMap::new();
             let mut failed: HashMap<String, String> = HashMap::new();
             let mut failed_nodes: Vec<(String, u64, String)> = Vec::new();
             let mut results = Vec::with_capacity(batch.len());
@@ -1153,7 +1029,7 @@ impl Store for SqliteStore {
                     };
                     states.insert(
                         item.node_id.clone(),
-                        NodeState { revoked: revoked.is_some(), head, last_created_ms: last_created },
+                        NodeChain { revoked: revoked.is_some(), head, last_created_ms: last_created },
                     );
                 }
                 let Some(state) = states.get_mut(&item.node_id) else { continue };
@@ -1203,7 +1079,7 @@ impl Store for SqliteStore {
                 let e = NodeEvent {
                     node_id: node.clone(),
                     seq: i64::try_from(*seq).ok().map(|_| *seq),
-                    kind: "store_failed".into(),
+                    kind: EventKind::StoreFailed.as_str().into(),
                     detail: format!("storing this envelope failed, not acked (the agent will resend it): {why}"),
                     at_ms: now_ms,
                 };
@@ -1238,6 +1114,24 @@ impl Store for SqliteStore {
             )
             .map_err(sql("recording an event"))?;
         Ok(())
+    }
+}
+
+impl EvidenceRead for SqliteStore {
+    fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.conn
+            .query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"), [id], node_from_row)
+            .optional()
+            .map_err(sql("reading a node"))
+    }
+
+    fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+            .map_err(sql("listing nodes"))?;
+        let rows = stmt.query_map([], node_from_row).map_err(sql("listing nodes"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql("listing nodes"))
     }
 
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError> {
@@ -1329,6 +1223,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kosmos_proto::chain;
     use kosmos_proto::v1::AttestationBody;
     use prost::Message;
 
@@ -1674,7 +1569,7 @@ mod tests {
         let (d, mut s) = store();
         enroll(&mut s, "n1");
         let sync = s.defer_ingest_sync();
-        let (writer, thread) = super::super::writer::StoreWriter::spawn(Box::new(s), Some(sync));
+        let (writer, thread) = super::super::writer::StoreWriter::spawn(Box::new(s), Some(Box::new(sync)));
         let mut prev = chain::GENESIS_PREV_HASH;
         for seq in 1..=30 {
             let i = item("n1", seq, prev, REPORT);

@@ -7,8 +7,8 @@
 //! waiting for company. Each requester gets its own result only after the
 //! batch's transaction is on disk: that is when the ack may be sent.
 //!
-//! With a [`WalSync`] (the collector's `serve`), ingest transactions commit
-//! without their fsync and the results go to a second thread, the acker,
+//! With a [`DeferredSync`] (the collector's `serve` on SQLite: the WAL
+//! sync), ingest transactions commit without their fsync and the results go to a second thread, the acker,
 //! which syncs the WAL and only then answers. The writer meanwhile writes the
 //! next batch, so disk and CPU overlap instead of taking turns; one sync
 //! covers every batch that was queued for it. Acks leave in commit order.
@@ -21,8 +21,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::WalSync;
-use super::{IngestItem, IngestResult, Store, StoreError, now_ms};
+use super::{DeferredSync, IngestItem, IngestResult, Store, StoreError, now_ms};
 
 /// Most envelopes committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -50,7 +49,10 @@ impl StoreWriter {
     /// Start the writer thread. It stops when every handle is dropped.
     /// `wal_sync`: the store defers its ingest fsync to this (see the module
     /// documentation); None when every ingest is durable on return.
-    pub fn spawn(store: Box<dyn Store>, wal_sync: Option<WalSync>) -> (StoreWriter, std::thread::JoinHandle<()>) {
+    pub fn spawn(
+        store: Box<dyn Store>,
+        wal_sync: Option<Box<dyn DeferredSync>>,
+    ) -> (StoreWriter, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
         let join = std::thread::Builder::new()
             .name("store-writer".into())
@@ -97,14 +99,14 @@ type Committed = Vec<(Reply, IngestResult)>;
 
 /// The thread that acks committed batches once they are on disk.
 struct Acker {
-    sync: std::sync::Arc<WalSync>,
+    sync: std::sync::Arc<dyn DeferredSync>,
     tx: Option<std::sync::mpsc::Sender<Committed>>,
     join: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Acker {
-    fn start(sync: WalSync) -> Acker {
-        let sync = std::sync::Arc::new(sync);
+    fn start(sync: Box<dyn DeferredSync>) -> Acker {
+        let sync: std::sync::Arc<dyn DeferredSync> = std::sync::Arc::from(sync);
         let (tx, rx) = std::sync::mpsc::channel::<Committed>();
         let syncing = std::sync::Arc::clone(&sync);
         let join = std::thread::Builder::new()
@@ -113,7 +115,7 @@ impl Acker {
                 while let Ok(first) = rx.recv() {
                     // Everything committed by now is covered by one sync.
                     let batches: Vec<Committed> = std::iter::once(first).chain(rx.try_iter()).collect();
-                    durable_or_exit(&syncing);
+                    durable_or_exit(&*syncing);
                     batches.into_iter().for_each(send_acks);
                 }
             })
@@ -133,7 +135,7 @@ impl Acker {
 
     /// Wait until everything committed so far is on disk.
     fn barrier(&self) {
-        durable_or_exit(&self.sync);
+        durable_or_exit(&*self.sync);
     }
 }
 
@@ -153,7 +155,7 @@ fn send_acks(committed: Committed) {
     }
 }
 
-fn durable_or_exit(sync: &WalSync) {
+fn durable_or_exit(sync: &dyn DeferredSync) {
     if let Err(e) = sync.sync() {
         tracing::error!("{e}; stopping: nothing more can be acked safely, unacked envelopes will be resent");
         std::process::exit(1);
@@ -184,7 +186,7 @@ fn flush(store: &mut dyn Store, pending: &mut Pending, acker: Option<&Acker>) ->
     true
 }
 
-fn run(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Request>, wal_sync: Option<WalSync>) {
+fn run(mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Request>, wal_sync: Option<Box<dyn DeferredSync>>) {
     let acker = wal_sync.map(Acker::start);
     let mut pending: Pending = Vec::new();
     // Ingests were committed since the last barrier (calls that follow
