@@ -4,13 +4,15 @@
 //! The boundary is two traits whose errors name no backend: [`Store`]
 //! (enrollment, ingest, administration and the evidence reads) and
 //! [`FleetRead`] (fleet reports, the dashboard and its change detection).
-//! The chain policy every backend applies is [`judge`], a pure function.
+//! The chain policy every backend applies is [`judge`], and what a report
+//! changes in a node's index is [`index`]: pure functions both.
 //! SQLite implements both traits now (embedded, the default); a
 //! [`StoreLocation`] says where a store is and opens it. Ingest is a batch
 //! operation so that the writer can commit many envelopes in one durable
 //! transaction: an ack is sent only after the transaction holding its
 //! envelope has committed.
 
+pub mod index;
 pub mod judge;
 pub mod sqlite;
 pub mod writer;

@@ -14,17 +14,16 @@
 //! an in-memory digest of each stored finding avoids a write per finding per
 //! report, which is what makes thousands of reports a second possible.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use kosmos_proto::chain::ChainHead;
 use kosmos_proto::report::{self, IndexedReport};
-use kosmos_proto::verdict::{self, Severity, Status};
+use kosmos_proto::verdict::Status;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
 use super::judge::{self, Admission, EventKind, NodeChain, hex};
 use super::{
     DeferredSync, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
@@ -136,101 +135,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("envelopes", "blocking", "INTEGER"),
 ];
 
-/// The parts of a report the store indexes, read from the raw parts the
-/// index digest covers ([`IndexedReport`]).
-struct ReportIndex<'a> {
-    results: Vec<&'a RawValue>,
-    agent_version: Option<String>,
-    node: Option<NodeIndex>,
-    profile: Option<ProfileIndex>,
-}
-
-impl<'a> ReportIndex<'a> {
-    fn from_parts(parts: IndexedReport<'a>) -> Result<Self, String> {
-        fn part<T: serde::de::DeserializeOwned>(raw: Option<&RawValue>, name: &str) -> Result<Option<T>, String> {
-            raw.map(|r| serde_json::from_str::<T>(r.get()).map_err(|e| format!("{name}: {e}"))).transpose()
-        }
-        Ok(ReportIndex {
-            agent_version: part(parts.agent_version, "agent_version")?,
-            node: part(parts.node, "node")?,
-            profile: part(parts.profile, "profile")?,
-            results: parts.results,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct NodeIndex {
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(default)]
-    kernel: Option<String>,
-    #[serde(default)]
-    os: Option<OsIndex>,
-}
-
-#[derive(Deserialize)]
-struct OsIndex {
-    #[serde(default)]
-    pretty_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ProfileIndex {
-    name: String,
-    #[serde(default)]
-    version: Option<String>,
-}
-
-/// Counts of a node's latest findings by status, plus the blocking ones:
-/// `fail` or `error` at `high` or `critical`, the agent's default gate.
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-struct Counts {
-    pass: i64,
-    fail: i64,
-    error: i64,
-    not_applicable: i64,
-    waived: i64,
-    blocking: i64,
-}
-
-impl Counts {
-    fn of<'a>(findings: impl Iterator<Item = &'a LatestFinding>) -> Counts {
-        let mut c = Counts::default();
-        for f in findings {
-            match f.status {
-                Status::Pass => c.pass += 1,
-                Status::Fail => c.fail += 1,
-                Status::Error => c.error += 1,
-                Status::NotApplicable => c.not_applicable += 1,
-                Status::Waived => c.waived += 1,
-            }
-            if f.blocking {
-                c.blocking += 1;
-            }
-        }
-        c
-    }
-}
-
-#[derive(Deserialize)]
-struct FindingIndex<'a> {
-    // Cow: borrowed when the JSON string has no escape, owned when it has
-    // one (a quote or a newline in a title must not make a finding
-    // unindexable).
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    status: Status,
-    #[serde(borrow)]
-    severity: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    family: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    title: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    observed: Option<&'a RawValue>,
-}
-
 /// What the store remembers of a node's indexed state.
 #[derive(Default, Debug)]
 struct NodeIndexCache {
@@ -257,33 +161,6 @@ struct IndexedDigest {
     digest: [u8; 32],
     full: bool,
     counts: Counts,
-}
-
-/// What the store remembers of a node's latest finding for a check, so that
-/// an unchanged finding costs no write and the node's counts need no query.
-#[derive(Clone, Copy, Debug)]
-struct LatestFinding {
-    digest: [u8; 32],
-    status: Status,
-    blocking: bool,
-}
-
-/// Blocking as the report vocabulary defines it; a severity the vocabulary
-/// does not know is never blocking (the report schema rules it out).
-fn is_blocking(status: Status, severity: &str) -> bool {
-    Severity::parse(severity).is_some_and(|s| verdict::is_blocking(status, s))
-}
-
-/// The observed value of a stored finding, as JSON text.
-#[derive(Deserialize)]
-struct ObservedOnly<'a> {
-    #[serde(borrow, default)]
-    observed: Option<&'a RawValue>,
-}
-
-/// JSON `null` and an absent value are the same: nothing observed.
-fn observed_text(v: Option<&RawValue>) -> Option<String> {
-    v.map(RawValue::get).filter(|t| *t != "null").map(str::to_string)
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -430,9 +307,9 @@ fn load_findings(conn: &rusqlite::Connection, node_id: &str) -> Result<HashMap<S
         let (check, json, status, severity) = row.map_err(sql("loading findings"))?;
         // Rows this code wrote always have a known status; anything else
         // is rewritten by the next report.
-        let Some(status) = Status::parse(&status) else { continue };
-        let digest = Sha256::digest(json.as_bytes()).into();
-        map.insert(check, LatestFinding { digest, status, blocking: is_blocking(status, &severity) });
+        if let Some(latest) = LatestFinding::of_stored(&json, &status, &severity) {
+            map.insert(check, latest);
+        }
     }
     Ok(map)
 }
@@ -659,106 +536,77 @@ impl SqliteStore {
         report: &ReportIndex<'_>,
     ) -> Result<Counts, StoreError> {
         let body = &item.body;
-        // The first report of a node is its baseline, not a change.
-        let had_findings = !latest.is_empty();
-        let full = body.families.is_empty();
-        let mut seen: HashSet<String> = HashSet::with_capacity(report.results.len());
-        for raw in &report.results {
-            let f = match serde_json::from_str::<FindingIndex<'_>>(raw.get()) {
-                Ok(f) => f,
-                Err(e) => {
-                    Self::event_tx(
-                        tx,
-                        &NodeEvent {
-                            node_id: item.node_id.clone(),
-                            seq: Some(body.seq),
-                            kind: EventKind::MalformedReport.as_str().into(),
-                            detail: format!("a finding of the signed report cannot be indexed: {e}"),
-                            at_ms: item.received_at_ms,
-                        },
-                    )?;
-                    continue;
+        let plan = index::plan(latest, report, body.families.is_empty(), |check| -> Result<_, StoreError> {
+            let stored: String = tx
+                .prepare_cached("SELECT finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
+                .and_then(|mut s| s.query_row(params![item.node_id, check], |r| r.get(0)))
+                .map_err(sql("reading a stored finding"))?;
+            Ok(index::observed_of_stored(&stored))
+        })?;
+        for op in &plan.ops {
+            match op {
+                IndexOp::Malformed { detail } => Self::event_tx(
+                    tx,
+                    &NodeEvent {
+                        node_id: item.node_id.clone(),
+                        seq: Some(body.seq),
+                        kind: EventKind::MalformedReport.as_str().into(),
+                        detail: detail.clone(),
+                        at_ms: item.received_at_ms,
+                    },
+                )?,
+                IndexOp::Change(c) => {
+                    tx.prepare_cached(
+                        "INSERT INTO finding_changes (node_id, check_id, family, seq, at_ms, old_status, new_status,
+                                                      old_observed, new_observed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            item.node_id,
+                            c.check_id.as_ref(),
+                            c.family.as_ref(),
+                            seq_i64(body.seq),
+                            body.created_at_unix_ms,
+                            c.old_status.map(Status::as_str),
+                            c.new_status.as_str(),
+                            c.old_observed,
+                            c.new_observed
+                        ])
+                    })
+                    .map_err(sql("recording a finding change"))?;
                 }
-            };
-            seen.insert(f.id.to_string());
-            let digest: [u8; 32] = Sha256::digest(raw.get().as_bytes()).into();
-            let previous = latest.get(f.id.as_ref()).copied();
-            if previous.is_some_and(|p| p.digest == digest) {
-                continue;
-            }
-            let new_observed = observed_text(f.observed);
-            let change = match previous {
-                Some(p) => {
-                    let old_json: String = tx
-                        .prepare_cached("SELECT finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
-                        .and_then(|mut s| s.query_row(params![item.node_id, f.id.as_ref()], |r| r.get(0)))
-                        .map_err(sql("reading a stored finding"))?;
-                    let old_observed = serde_json::from_str::<ObservedOnly<'_>>(&old_json)
-                        .ok()
-                        .and_then(|o| observed_text(o.observed));
-                    (p.status != f.status || old_observed != new_observed)
-                        .then(|| (Some(p.status.as_str()), old_observed))
+                IndexOp::Latest(f) => {
+                    tx.prepare_cached(
+                        "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT(node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                           severity = excluded.severity, family = excluded.family, title = excluded.title,
+                           finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            item.node_id,
+                            f.check_id.as_ref(),
+                            seq_i64(body.seq),
+                            f.status.as_str(),
+                            f.severity.as_ref(),
+                            f.family.as_ref(),
+                            f.title.as_ref(),
+                            f.finding_json,
+                            body.created_at_unix_ms
+                        ])
+                    })
+                    .map_err(sql("storing a finding"))?;
                 }
-                None if had_findings => Some((None, None)),
-                None => None,
-            };
-            if let Some((old_status, old_observed)) = change {
-                tx.prepare_cached(
-                    "INSERT INTO finding_changes (node_id, check_id, family, seq, at_ms, old_status, new_status,
-                                                  old_observed, new_observed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        item.node_id,
-                        f.id.as_ref(),
-                        f.family.as_ref(),
-                        seq_i64(body.seq),
-                        body.created_at_unix_ms,
-                        old_status,
-                        f.status.as_str(),
-                        old_observed,
-                        new_observed
-                    ])
-                })
-                .map_err(sql("recording a finding change"))?;
-            }
-            tx.prepare_cached(
-                "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
-                   severity = excluded.severity, family = excluded.family, title = excluded.title,
-                   finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    item.node_id,
-                    f.id.as_ref(),
-                    seq_i64(body.seq),
-                    f.status.as_str(),
-                    f.severity.as_ref(),
-                    f.family.as_ref(),
-                    f.title.as_ref(),
-                    raw.get(),
-                    body.created_at_unix_ms
-                ])
-            })
-            .map_err(sql("storing a finding"))?;
-            latest.insert(
-                f.id.to_string(),
-                LatestFinding { digest, status: f.status, blocking: is_blocking(f.status, &f.severity) },
-            );
-        }
-        if full {
-            // A check the profile no longer runs must not linger as "latest".
-            let gone: Vec<String> = latest.keys().filter(|k| !seen.contains(k.as_str())).cloned().collect();
-            for check in gone {
-                tx.prepare_cached("DELETE FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
-                    .and_then(|mut s| s.execute(params![item.node_id, check]))
-                    .map_err(sql("forgetting a finding"))?;
-                latest.remove(&check);
+                IndexOp::Forget { check_id } => {
+                    tx.prepare_cached("DELETE FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
+                        .and_then(|mut s| s.execute(params![item.node_id, check_id]))
+                        .map_err(sql("forgetting a finding"))?;
+                }
             }
         }
+        let d = NodeDescription::of(report);
         tx.prepare_cached(
             "UPDATE nodes SET os_pretty = COALESCE(?2, os_pretty), kernel = COALESCE(?3, kernel),
                               agent_version = COALESCE(?4, agent_version), profile = COALESCE(?5, profile),
@@ -766,23 +614,10 @@ impl SqliteStore {
              WHERE id = ?1",
         )
         .and_then(|mut s| {
-            let node = report.node.as_ref();
-            s.execute(params![
-                item.node_id,
-                node.and_then(|n| n.os.as_ref()).and_then(|o| o.pretty_name.as_deref()),
-                node.and_then(|n| n.kernel.as_deref()),
-                report.agent_version.as_deref(),
-                report.profile.as_ref().map(|p| match &p.version {
-                    Some(v) => format!("{} v{v}", p.name),
-                    None => p.name.clone(),
-                }),
-                // The name the node reports for itself (enrollment recorded
-                // the name of wherever enrollment ran).
-                node.and_then(|n| n.hostname.as_deref()).filter(|h| !h.is_empty())
-            ])
+            s.execute(params![item.node_id, d.os_pretty, d.kernel, d.agent_version, d.profile, d.hostname])
         })
         .map_err(sql("describing a node"))?;
-        Ok(Counts::of(latest.values()))
+        Ok(plan.counts)
     }
 
     /// Index the report of a body, unless it is the report indexed last for
