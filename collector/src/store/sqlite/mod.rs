@@ -14,6 +14,8 @@
 //! an in-memory digest of each stored finding avoids a write per finding per
 //! report, which is what makes thousands of reports a second possible.
 
+pub mod schema;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -29,111 +31,6 @@ use super::{
     DeferredSync, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
     StoredEnvelope, TokenUse,
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    sha256 BLOB PRIMARY KEY,
-    created_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    used_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS nodes (
-    id TEXT PRIMARY KEY,
-    hostname TEXT NOT NULL,
-    machine_id TEXT NOT NULL,
-    cert_der BLOB NOT NULL,
-    cert_sha256 BLOB NOT NULL,
-    enrolled_ms INTEGER NOT NULL,
-    revoked_ms INTEGER,
-    head_seq INTEGER NOT NULL DEFAULT 0,
-    head_hash BLOB,
-    last_created_ms INTEGER,
-    last_seen_ms INTEGER,
-    os_pretty TEXT,
-    kernel TEXT,
-    agent_version TEXT,
-    profile TEXT
-);
--- A rowid table: envelopes are appended in arrival order and their large
--- bodies never move; (node_id, seq) is enforced by a unique index. (A
--- WITHOUT ROWID table clustered on (node_id, seq) rewrites pages of 100 KiB
--- rows on every insert between two nodes.)
-CREATE TABLE IF NOT EXISTS envelopes (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    body_sha256 BLOB NOT NULL,
-    created_ms INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    trigger INTEGER NOT NULL,
-    pass INTEGER, fail INTEGER, error INTEGER, not_applicable INTEGER, waived INTEGER,
-    blocking INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS envelopes_by_node_seq ON envelopes(node_id, seq);
-CREATE TABLE IF NOT EXISTS findings_latest (
-    node_id TEXT NOT NULL,
-    check_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    family TEXT NOT NULL,
-    title TEXT NOT NULL,
-    finding_json TEXT NOT NULL,
-    changed_ms INTEGER NOT NULL,
-    PRIMARY KEY (node_id, check_id)
-) WITHOUT ROWID;
--- Reports read findings_latest in key order (one sequential pass); an
--- index an earlier build created for them is not needed.
-DROP INDEX IF EXISTS findings_by_status;
--- One row per node and UTC day: the node's standing after its last report
--- of that day (seq: the report that set it; later reports that leave it as
--- it was are not written). The compliance trend reads this, not the
--- envelopes.
-CREATE TABLE IF NOT EXISTS node_days (
-    node_id TEXT NOT NULL,
-    day INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    pass INTEGER NOT NULL, fail INTEGER NOT NULL, error INTEGER NOT NULL,
-    not_applicable INTEGER NOT NULL, waived INTEGER NOT NULL,
-    blocking INTEGER NOT NULL,
-    PRIMARY KEY (node_id, day)
-) WITHOUT ROWID;
--- A finding whose status or observed value changed between two reports of
--- a node: the drift timeline.
-CREATE TABLE IF NOT EXISTS finding_changes (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    check_id TEXT NOT NULL,
-    family TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    old_status TEXT,
-    new_status TEXT NOT NULL,
-    old_observed TEXT,
-    new_observed TEXT
-);
-CREATE INDEX IF NOT EXISTS finding_changes_by_time ON finding_changes(at_ms);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    node_id TEXT NOT NULL,
-    seq INTEGER,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_node ON events(node_id, id);
-";
-
-/// (table, column, type) added to the schema after its first release.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("nodes", "os_pretty", "TEXT"),
-    ("nodes", "kernel", "TEXT"),
-    ("nodes", "agent_version", "TEXT"),
-    ("nodes", "profile", "TEXT"),
-    ("envelopes", "blocking", "INTEGER"),
-];
 
 /// What the store remembers of a node's indexed state.
 #[derive(Default, Debug)]
@@ -230,21 +127,11 @@ impl SqliteStore {
         // checkpoint came due every 140 ms at full load, measurably more
         // often than needed.)
         conn.pragma_update(None, "wal_autocheckpoint", 16384).map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        // Columns added after the first schema: a database created by an
-        // earlier build gains them (empty until the next report).
-        for (table, column, decl) in ADDED_COLUMNS {
-            let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(open_err)?;
-            let present = stmt
-                .query_map([], |r| r.get::<_, String>(1))
-                .map_err(open_err)?
-                .filter_map(Result::ok)
-                .any(|c| c == *column);
-            if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(open_err)?;
-            }
+        let mut conn = conn;
+        let applied = schema::migrate(&mut conn, path)?;
+        if !applied.is_empty() {
+            tracing::info!("{}: schema migrations {applied:?} applied", path.display());
         }
-        conn.execute_batch(EVIDENCE_SCHEMA).map_err(open_err)?;
         Ok(SqliteStore {
             conn,
             finding_digests: HashMap::new(),
@@ -780,13 +667,6 @@ impl SqliteStore {
         Ok(IngestResult::Acked { head_seq: body.seq })
     }
 }
-
-/// The index evidence exports select by: the node's creation times, with
-/// the seq, so [`Store::envelope_span`] never reads a body (reading a column
-/// stored after a large body walks its overflow pages).
-const EVIDENCE_SCHEMA: &str = "
-CREATE INDEX IF NOT EXISTS envelopes_by_node_created ON envelopes(node_id, created_ms, seq);
-";
 
 impl Store for SqliteStore {
     fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError> {
