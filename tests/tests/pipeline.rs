@@ -85,6 +85,32 @@ fn enroll_run_store_and_verify_offline() {
     assert!(event_kinds(&collector, &agent.node_id()).is_empty());
 }
 
+/// Issue 16: `collector_url` may list several collectors (replicas); the
+/// real agent skips one that is down for the next, with its backoff.
+#[test]
+fn a_list_of_collector_urls_fails_over_to_one_that_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (collector, agent) = enrolled(tmp.path(), "");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    // The same configuration with the list in place of the one URL; the
+    // live collector is named by IP, so its certificate is checked against
+    // the name `localhost`.
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let listed = config.replace(
+        &format!("collector_url = \"{}\"", collector.url()),
+        &format!("collector_url = [\"{dead}\", \"{}\"]", collector.url()),
+    );
+    assert_ne!(listed, config, "the URL line was not found in:\n{config}");
+    std::fs::write(&agent.config, listed).unwrap();
+    let (code, out, err) = agent.run_once();
+    assert_eq!(code, 0, "run --once with a dead first collector: {out}{err}");
+    assert!(err.contains("failing over to the next collector endpoint"), "{err}");
+    assert_eq!(verify_offline(&collector, &agent.node_id()).len(), 1);
+}
+
 #[test]
 fn tokens_are_single_use_and_expire_and_the_ca_is_pinned() {
     let tmp = tempfile::tempdir().unwrap();

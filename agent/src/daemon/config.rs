@@ -82,11 +82,33 @@ impl ConfigPaths {
     }
 }
 
+/// `collector_url`: one URL or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CollectorUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl CollectorUrls {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            CollectorUrls::One(u) => vec![u],
+            CollectorUrls::Many(v) => v,
+        }
+    }
+}
+
+/// Most collector URLs an agent takes (a replica set, not a fleet).
+pub const MAX_COLLECTOR_URLS: usize = 16;
+
 /// One layer of configuration: every key optional, unknown keys refused.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    pub collector_url: Option<String>,
+    /// One URL, or several (the collector's replicas): the agent fails over
+    /// from one to the next.
+    pub collector_url: Option<CollectorUrls>,
     /// TLS name to expect in the collector certificate when it differs from
     /// the host in `collector_url` (e.g. connecting by IP).
     pub server_name: Option<String>,
@@ -139,7 +161,9 @@ impl RawConfig {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub collector_url: String,
+    /// The collector's URLs, in the order the agent tries them (at least
+    /// one; several for replicas behind no load balancer).
+    pub collector_urls: Vec<String>,
     pub server_name: Option<String>,
     pub state_dir: PathBuf,
     pub profile: String,
@@ -341,16 +365,27 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
     if profile.trim().is_empty() {
         p.bad("profile", "must not be empty".into());
     }
-    let collector_url = match raw.collector_url {
+    let collector_urls = match raw.collector_url.map(CollectorUrls::into_vec) {
         None => {
             p.list.push("collector_url: required (the collector's https:// URL)".into());
-            String::new()
+            Vec::new()
         }
-        Some(url) => {
-            if let Err(why) = super::tls::CollectorUrl::parse(&url) {
-                p.bad("collector_url", why);
+        Some(urls) => {
+            if urls.is_empty() {
+                p.bad("collector_url", "an empty list: give at least one https:// URL".into());
             }
-            url
+            if urls.len() > MAX_COLLECTOR_URLS {
+                p.bad("collector_url", format!("{} URLs: at most {MAX_COLLECTOR_URLS}", urls.len()));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                if let Err(why) = super::tls::CollectorUrl::parse(url) {
+                    p.bad("collector_url", why);
+                }
+                if urls[..i].contains(url) {
+                    p.bad("collector_url", format!("{url:?} is listed twice"));
+                }
+            }
+            urls
         }
     };
     if let Some(name) = &raw.server_name
@@ -360,7 +395,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
     }
 
     Config {
-        collector_url,
+        collector_urls,
         server_name: raw.server_name,
         state_dir,
         profile,
@@ -428,7 +463,7 @@ mod tests {
         assert_eq!(c.cert_path, PathBuf::from("/srv/k/cert.pem"), "paths default under the final state_dir");
         assert_eq!(c.profile, "2026", "a numeric-looking env value for a string key stays a string");
         assert!(!c.watch);
-        assert_eq!(c.collector_url, "https://a:1");
+        assert_eq!(c.collector_urls, ["https://a:1"]);
     }
 
     #[test]
@@ -525,5 +560,50 @@ mod tests {
         documented.sort();
         assert!(known.len() > 10, "{refusal}");
         assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn collector_url_is_one_url_or_a_list_and_a_later_layer_replaces_the_list() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("agent.toml"), "collector_url = [\"https://a:7443\", \"https://b:7443\"]\n").unwrap();
+        let c = load(
+            &ConfigPaths::new(Some(t.path().join("agent.toml")), Some(t.path().join("agent.d"))),
+            &MapEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(c.collector_urls, ["https://a:7443", "https://b:7443"]);
+        fs::create_dir(t.path().join("agent.d")).unwrap();
+        fs::write(t.path().join("agent.d/10-one.toml"), "collector_url = \"https://c:7443\"\n").unwrap();
+        let c = load(
+            &ConfigPaths::new(Some(t.path().join("agent.toml")), Some(t.path().join("agent.d"))),
+            &MapEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(c.collector_urls, ["https://c:7443"]);
+    }
+
+    #[test]
+    fn a_bad_collector_url_list_is_refused_with_the_reason() {
+        let cases = [
+            ("collector_url = []", "an empty list"),
+            ("collector_url = [\"https://a:1\", \"https://a:1\"]", "listed twice"),
+            ("collector_url = [\"https://a:1\", \"http://b:2\"]", "must start with https://"),
+            ("collector_url = [1, 2]", "collector_url"),
+        ];
+        for (line, expected) in cases {
+            let t = tempfile::tempdir().unwrap();
+            fs::write(t.path().join("agent.toml"), format!("{line}\n")).unwrap();
+            let e = load(&ConfigPaths::new(Some(t.path().join("agent.toml")), None), &MapEnv::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{line}: {e}");
+        }
+        let many: Vec<String> = (0..=MAX_COLLECTOR_URLS).map(|i| format!("\"https://r{i}:7443\"")).collect();
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("agent.toml"), format!("collector_url = [{}]\n", many.join(","))).unwrap();
+        let e = load(&ConfigPaths::new(Some(t.path().join("agent.toml")), None), &MapEnv::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 16"), "{e}");
     }
 }

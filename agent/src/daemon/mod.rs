@@ -40,7 +40,7 @@ use crate::audit::profile::Profile;
 use crate::audit_run::AuditRequest;
 use crate::daemon::config::Config;
 use crate::daemon::file_watch::FileWatch;
-use crate::daemon::sender::{AckedAtLeast, Backoff, Drained, Forever, Sender, SessionEnd};
+use crate::daemon::sender::{AckedAtLeast, Backoff, Drained, Endpoints, Forever, Sender, SessionEnd};
 use crate::daemon::spool::Spool;
 use crate::daemon::status::StatusBoard;
 
@@ -123,11 +123,16 @@ pub async fn run(
     for q in spool.quarantined() {
         tracing::warn!("quarantined at start: {q}");
     }
-    let endpoint = crate::daemon::tls::endpoint(&config.collector_url, config.server_name.as_deref(), &identity.tls)
+    let endpoints = config
+        .collector_urls
+        .iter()
+        .map(|url| crate::daemon::tls::endpoint(url, config.server_name.as_deref(), &identity.tls))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(DaemonError::Endpoint)?;
+    let endpoints = Endpoints::new(endpoints).ok_or_else(|| DaemonError::Endpoint("no collector_url".into()))?;
     let status = Arc::new(StatusBoard::new(systemd.notify));
     status.spooled(spool.len(), spool.quarantined().len());
-    tracing::info!(node_id = %identity.node_id, collector = %config.collector_url, spooled = spool.len(), next_seq = spool.next_seq(), "agent started");
+    tracing::info!(node_id = %identity.node_id, collector = %config.collector_urls.join(", "), spooled = spool.len(), next_seq = spool.next_seq(), "agent started");
 
     let shared = Arc::new(Shared {
         node_id: identity.node_id.clone(),
@@ -139,7 +144,7 @@ pub async fn run(
         registry,
     });
     let mut sender = Sender {
-        endpoint,
+        endpoints,
         spool: shared.spool.clone(),
         appended: shared.appended.clone(),
         status: status.clone(),
@@ -386,7 +391,7 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
         Config {
-            collector_url: url.to_string(),
+            collector_urls: vec![url.to_string()],
             server_name: Some("localhost".into()),
             state_dir: state.to_path_buf(),
             profile: "linux-baseline".into(),
@@ -411,6 +416,41 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (s, r) = (t.path().join("state"), t.path().join("root"));
         (t, s, r)
+    }
+
+    /// An https:// URL on which nothing listens.
+    fn dead_url() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("https://127.0.0.1:{}", l.local_addr().unwrap().port())
+    }
+
+    #[tokio::test]
+    async fn a_collector_endpoint_that_is_down_is_skipped_for_the_next() {
+        let pki = Pki::new();
+        let (live, received, _srv) = attestation_server(&pki, Behaviour::Ack).await;
+        let (_t, state, root) = dirs();
+        let mut config = setup(&pki, &live, &state, &root);
+        config.collector_urls = vec![dead_url(), dead_url(), live];
+        let once = Mode::Once { timeout: Duration::from_secs(20) };
+        assert_eq!(run(config, once, OFF, std::future::pending(), registry).await.unwrap(), 0);
+        let r = received.lock().unwrap();
+        assert_eq!(r.bodies.iter().map(|b| b.seq).collect::<Vec<_>>(), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_drops_the_stream_is_left_for_the_next_and_the_report_resent() {
+        let pki = Pki::new();
+        let (first, first_received, _a) = attestation_server(&pki, Behaviour::DropAfterFirst).await;
+        let (second, second_received, _b) = attestation_server(&pki, Behaviour::Ack).await;
+        let (_t, state, root) = dirs();
+        let mut config = setup(&pki, &first, &state, &root);
+        config.collector_urls = vec![first, second];
+        let once = Mode::Once { timeout: Duration::from_secs(20) };
+        assert_eq!(run(config, once, OFF, std::future::pending(), registry).await.unwrap(), 0);
+        // The first replica got the envelope but never acked it; the second
+        // got it again and acked it.
+        assert_eq!(first_received.lock().unwrap().bodies.iter().map(|b| b.seq).collect::<Vec<_>>(), [1]);
+        assert_eq!(second_received.lock().unwrap().bodies.iter().map(|b| b.seq).collect::<Vec<_>>(), [1]);
     }
 
     #[tokio::test]

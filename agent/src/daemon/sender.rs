@@ -117,9 +117,46 @@ impl Goal for AckedAtLeast {
     }
 }
 
+/// The collector's endpoints in the order of `collector_url`, and the one
+/// in use. After a failed session the sender moves on to the next (and
+/// round again), with its usual backoff in between: replicas without a load
+/// balancer in front of them are tried in turn.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    list: Vec<Endpoint>,
+    current: usize,
+}
+
+impl Endpoints {
+    /// None for an empty list.
+    pub fn new(list: Vec<Endpoint>) -> Option<Endpoints> {
+        (!list.is_empty()).then_some(Endpoints { list, current: 0 })
+    }
+
+    /// The endpoint the next session uses.
+    pub fn current(&self) -> Option<&Endpoint> {
+        self.list.get(self.current)
+    }
+
+    /// The URI of the endpoint in use, for logs.
+    pub fn uri(&self) -> String {
+        self.current().map(|e| e.uri().to_string()).unwrap_or_default()
+    }
+
+    /// Move on to the next endpoint (the first after the last); returns
+    /// whether there was another one to move to.
+    pub fn fail_over(&mut self) -> bool {
+        if self.list.len() < 2 {
+            return false;
+        }
+        self.current = (self.current + 1) % self.list.len();
+        true
+    }
+}
+
 /// The sending side of the daemon.
 pub struct Sender {
-    pub endpoint: Endpoint,
+    pub endpoints: Endpoints,
     pub spool: Arc<Mutex<Spool>>,
     /// Signalled by the producer after each push.
     pub appended: Arc<Notify>,
@@ -137,7 +174,7 @@ pub struct Sender {
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sender")
-            .field("endpoint", &self.endpoint.uri())
+            .field("endpoint", &self.endpoints.uri())
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -157,14 +194,25 @@ impl Sender {
         Ok(goal.reached(acked, &*self.lock()?))
     }
 
+    /// Say why the session ended, and move on to the next endpoint.
+    fn session_failed(&mut self, why: &str) {
+        self.status.disconnected(why);
+        let from = self.endpoints.uri();
+        if self.endpoints.fail_over() {
+            let next = self.endpoints.uri();
+            tracing::warn!(collector = %from, next = %next, "attestation stream: {why}; failing over to the next collector endpoint");
+        } else {
+            tracing::warn!(collector = %from, "attestation stream: {why}");
+        }
+    }
+
     /// Sessions with backoff until `goal` is reached or `stop` fires.
     pub async fn run(&mut self, goal: &dyn Goal, stop: &mut tokio::sync::watch::Receiver<bool>) -> SessionEnd {
         loop {
             match self.session(goal, Some(&mut *stop)).await {
                 Ok(end) => return end,
                 Err(why) => {
-                    tracing::warn!(collector = %self.endpoint.uri(), "attestation stream: {why}");
-                    self.status.disconnected(&why);
+                    self.session_failed(&why);
                     let delay = self.backoff.next_delay();
                     tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting after backoff");
                     tokio::select! {
@@ -183,8 +231,7 @@ impl Sender {
             match self.session(goal, None).await {
                 Ok(end) => return end,
                 Err(why) => {
-                    tracing::warn!(collector = %self.endpoint.uri(), "attestation stream: {why}");
-                    self.status.disconnected(&why);
+                    self.session_failed(&why);
                     self.backoff.wait().await;
                 }
             }
@@ -238,7 +285,8 @@ impl Sender {
         if self.goal_reached(goal)? {
             return Ok(SessionEnd::Done);
         }
-        let channel = self.endpoint.connect().await.map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
+        let endpoint = self.endpoints.current().ok_or("no collector endpoint")?.clone();
+        let channel = endpoint.connect().await.map_err(|e| format!("cannot connect: {}", error_chain(&e)))?;
         loop {
             match self.stream(channel.clone(), goal, stop.as_deref_mut()).await? {
                 StreamEnd::Session(end) => return Ok(end),
@@ -276,7 +324,7 @@ impl Sender {
             .map_err(|s| format!("stream refused: {}: {}", s.code(), s.message()))?
             .into_inner();
         self.status.connected();
-        tracing::info!(collector = %self.endpoint.uri(), "attestation stream open");
+        tracing::info!(collector = %self.endpoints.uri(), "attestation stream open");
         // The last seq handed to the stream in this session.
         let mut cursor = 0u64;
         let mut idle_since = tokio::time::Instant::now();
