@@ -1,7 +1,9 @@
-//! The collector's way to PostgreSQL (issue 16), against a real throwaway
-//! cluster ([`kosmos_e2e::pg::TempPostgres`]): TLS verified against the
-//! database's CA, the password from the settings, and schema migrations
-//! that replicas starting together apply exactly once.
+//! The collector's PostgreSQL store (issue 16), against real throwaway
+//! clusters ([`kosmos_e2e::pg::TempPostgres`]): TLS verified against the
+//! database's CA, the password from the settings, schema migrations that
+//! replicas starting together apply exactly once, the store answering every
+//! call as the SQLite store does, and replicas racing for one token and one
+//! chain.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -121,4 +123,188 @@ fn the_connection_comes_back_after_the_database_restarts() {
     assert!(client.query_one("SELECT 1", &[]).is_err());
     let mut again = s.connect().unwrap();
     assert_eq!(schema::current_version(&mut again).unwrap(), schema::latest_version());
+}
+
+// ---------------------------------------------------------------------------
+// The PostgreSQL store against the SQLite store: the same calls, the same
+// answers, events and evidence.
+
+use kosmos_collector::store::postgres::store::PgStore;
+use kosmos_collector::store::sqlite::SqliteStore;
+use kosmos_collector::store::{EvidenceRead, IngestItem, NewNode, Store};
+use kosmos_proto::chain::{GENESIS_PREV_HASH, body_hash};
+use kosmos_proto::v1::AttestationBody;
+use prost::Message;
+
+const T0: i64 = 1_800_000_000_000;
+
+fn finding(id: &str, status: &str, observed: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","title":"t","family":"{}","severity":"high","status":"{status}","observed":{observed},"evidence":[]}}"#,
+        id.split('.').next().unwrap()
+    )
+}
+
+fn report(findings: &[String]) -> Vec<u8> {
+    format!(
+        r#"{{"agent_version":"9.9","node":{{"hostname":"h-self","kernel":"6.1"}},"results":[{}]}}"#,
+        findings.join(",")
+    )
+    .into_bytes()
+}
+
+/// A body of `node` at `seq` on `prev`, created at T0 + seq seconds.
+fn item(node: &str, seq: u64, prev: [u8; 32], report_json: &[u8]) -> IngestItem {
+    let body = AttestationBody {
+        node_id: node.into(),
+        seq,
+        prev_hash: prev.to_vec(),
+        created_at_unix_ms: T0 + i64::try_from(seq).unwrap() * 1000,
+        report_json: report_json.to_vec().into(),
+        ..Default::default()
+    };
+    IngestItem::new(node.into(), body.encode_to_vec(), vec![7; 64], body, T0 + 500_000)
+}
+
+fn new_node(id: &str) -> NewNode {
+    NewNode { id: id.into(), hostname: "h".into(), machine_id: "m".into(), cert_der: vec![1, 2, 3], enrolled_at_ms: T0 }
+}
+
+/// Drive a store through enrollment, ingest with every chain event,
+/// indexing, revocation and the evidence reads; the transcript of every
+/// answer.
+fn scenario(store: &mut dyn Store) -> Vec<String> {
+    let mut t = Vec::new();
+    let now = T0 + 600_000;
+    store.create_token(&[1; 32], T0, T0 + 3_600_000).unwrap();
+    store.create_token(&[2; 32], T0, T0 + 10).unwrap();
+    t.push(format!("{:?}", store.enroll(&[1; 32], T0 + 5, &new_node("n1")).unwrap()));
+    t.push(format!("{:?}", store.enroll(&[1; 32], T0 + 6, &new_node("n2")).unwrap()));
+    t.push(format!("{:?}", store.enroll(&[9; 32], T0 + 6, &new_node("n3")).unwrap()));
+    t.push(format!("{:?}", store.consume_token(&[2; 32], T0 + 20).unwrap()));
+    store.insert_node(&new_node("n2")).unwrap();
+
+    let r1 = report(&[finding("ssh.root", "pass", r#""no""#), finding("kubelet.anon", "fail", "true")]);
+    let r2 = report(&[finding("ssh.root", "fail", r#""yes""#), finding("kubelet.anon", "fail", "true")]);
+    let e1 = item("n1", 1, GENESIS_PREV_HASH, &r1);
+    let e2 = item("n1", 2, body_hash(&e1.body_bytes), &r1);
+    let e3 = item("n1", 3, body_hash(&e2.body_bytes), &r2);
+    let forked4 = item("n1", 4, [9; 32], &r2);
+    let gap7 = item("n1", 7, [8; 32], &r2);
+    let other2 = item("n1", 2, body_hash(&e1.body_bytes), &r2);
+    let malformed = item("n2", 1, GENESIS_PREV_HASH, b"not json");
+    let batch = [e1, e2.clone(), e2, e3, forked4, gap7, other2, item("ghost", 1, GENESIS_PREV_HASH, &r1), malformed];
+    for r in store.ingest(&batch, now).unwrap() {
+        t.push(format!("{r:?}"));
+    }
+    t.push(format!("revoke {}", store.revoke_node("n2", now).unwrap()));
+    t.push(format!("revoke ghost {}", store.revoke_node("ghost", now).unwrap()));
+    for r in store.ingest(&[item("n2", 2, [0; 32], &r1)], now).unwrap() {
+        t.push(format!("{r:?}"));
+    }
+    for n in store.nodes().unwrap() {
+        t.push(format!(
+            "node {} host {} head {} hash {} revoked {}",
+            n.id,
+            n.hostname,
+            n.head_seq,
+            n.head_hash.is_some(),
+            n.revoked_at_ms.is_some()
+        ));
+        for e in store.events(&n.id).unwrap() {
+            t.push(format!("event {} {:?} {} {}", e.node_id, e.seq, e.kind, e.detail));
+        }
+        let seqs: Vec<u64> = store.envelopes(&n.id).unwrap().iter().map(|e| e.0).collect();
+        t.push(format!("envelopes {seqs:?}"));
+    }
+    t.push(format!("span {:?}", store.envelope_span("n1", T0 + 2000, T0 + 4000).unwrap()));
+    t.push(format!("span none {:?}", store.envelope_span("n1", 0, 10).unwrap()));
+    let page: Vec<u64> = store.envelopes_in("n1", 2, 7, 2).unwrap().iter().map(|e| e.seq).collect();
+    t.push(format!("page {page:?}"));
+    t.push(format!("hash {:?}", store.envelope_hash("n1", 3).unwrap().map(|h| h[0])));
+    t.push(format!("hash none {:?}", store.envelope_hash("n1", 5).unwrap()));
+    t
+}
+
+#[test]
+fn the_postgres_store_answers_as_the_sqlite_store_does() {
+    let Some(pg) = TempPostgres::start("postgres store conformance") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = scenario(&mut SqliteStore::open(&tmp.path().join("c.db")).unwrap());
+    let mut pg_store = PgStore::open(&settings(&pg, PASSWORD, &pg.ca_pem)).unwrap();
+    let postgres = scenario(&mut pg_store);
+    for (i, (a, b)) in sqlite.iter().zip(&postgres).enumerate() {
+        assert_eq!(a, b, "line {i} differs");
+    }
+    assert_eq!(sqlite.len(), postgres.len());
+    let all = postgres.join("\n");
+    // Not only equal: right.
+    for expected in [
+        "Accepted",
+        "AlreadyUsed",
+        "Unknown",
+        "Expired",
+        "event n1 Some(2) replay identical envelope for seq 2 already stored; ignored",
+        "event n1 Some(4) fork prev_hash",
+        "event n1 Some(7) gap seq 5..=6 missing before seq 7",
+        "event n1 Some(2) fork a different body for seq 2",
+        "Refused { reason: \"unknown node\" }",
+        "event n2 Some(1) malformed_report",
+        "event n2 Some(2) revoked",
+        "node n1 host h-self head 7 hash true revoked false",
+        "envelopes [1, 2, 3, 4, 7]",
+        "span Some((2, 4))",
+        "span none None",
+        "page [2, 3]",
+        "hash none None",
+        "revoke ghost false",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn replicas_racing_for_one_token_and_one_chain_store_each_thing_once() {
+    let Some(pg) = TempPostgres::start("postgres replicas race") else { return };
+    let s = settings(&pg, PASSWORD, &pg.ca_pem);
+    let mut setup = PgStore::open(&s).unwrap();
+    setup.create_token(&[5; 32], T0, T0 + 3_600_000).unwrap();
+    setup.insert_node(&new_node("n1")).unwrap();
+    // A chain of 40 envelopes.
+    let r = report(&[finding("ssh.root", "pass", r#""no""#)]);
+    let mut chain = Vec::new();
+    let mut prev = GENESIS_PREV_HASH;
+    for seq in 1..=40 {
+        let i = item("n1", seq, prev, &r);
+        prev = body_hash(&i.body_bytes);
+        chain.push(i);
+    }
+    // Four replicas: each enrolls with the same token and sends the whole
+    // chain, in batches of 5, at the same time.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let replicas: Vec<_> = (0..4)
+        .map(|k| {
+            let (s, barrier, chain) = (s.clone(), barrier.clone(), chain.clone());
+            std::thread::spawn(move || {
+                let mut store = PgStore::open(&s).unwrap();
+                barrier.wait();
+                let enrolled = store.enroll(&[5; 32], T0 + 1, &new_node(&format!("r{k}"))).unwrap();
+                for batch in chain.chunks(5) {
+                    for result in store.ingest(batch, T0 + 600_000).unwrap() {
+                        assert!(matches!(result, kosmos_collector::store::IngestResult::Acked { .. }), "{result:?}");
+                    }
+                }
+                enrolled
+            })
+        })
+        .collect();
+    let uses: Vec<_> = replicas.into_iter().map(|t| t.join().unwrap()).collect();
+    let accepted = uses.iter().filter(|u| **u == kosmos_collector::store::TokenUse::Accepted).count();
+    assert_eq!(accepted, 1, "{uses:?}");
+    let stored: Vec<u64> = setup.envelopes("n1").unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(stored, (1..=40).collect::<Vec<_>>(), "each envelope stored once, none lost");
+    let node = setup.node("n1").unwrap().unwrap();
+    assert_eq!(node.head_seq, 40);
+    let kinds: Vec<String> = setup.events("n1").unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.iter().all(|k| k == "replay"), "only replays, never a fork or a gap: {kinds:?}");
 }

@@ -6,11 +6,14 @@
 //! through rustls with certificate verification, required for any host that
 //! is not this machine. [`schema`] owns the versioned migrations.
 //!
-//! Not yet a selectable backend: the `Store`, `EvidenceRead` and `FleetRead`
-//! implementations come next (issue 16); until then the collector runs on
-//! SQLite only and nothing here is reachable from the configuration.
+//! [`store::PgStore`] implements `Store` and `EvidenceRead`. Not yet a
+//! selectable backend: the `FleetRead` implementation (fleet reports, the
+//! dashboard) and the configuration (`store_url`) come next (issue 16);
+//! until then the collector runs on SQLite only and nothing here is
+//! reachable from the configuration.
 
 pub mod schema;
+pub mod store;
 
 use std::net::IpAddr;
 
