@@ -230,6 +230,64 @@ pub fn judge<E>(
     Ok(Judgement { admission: Admission::Store, events })
 }
 
+/// The batch policy of ingest, shared by every backend: an envelope that
+/// failed to store (a database error on its rows, undone by its savepoint)
+/// fails the later envelopes of its node in the same batch too, because the
+/// chain cannot go on past it now (the agent resends them all); a seq the
+/// store cannot represent is refused before anything is written; every
+/// failure is recorded as a `store_failed` event once the batch is done.
+#[derive(Debug, Default)]
+pub struct BatchFailures {
+    /// node -> why its envelope failed.
+    failed: std::collections::HashMap<String, String>,
+    /// (node, seq, why), in order.
+    recorded: Vec<(String, u64, String)>,
+}
+
+impl BatchFailures {
+    /// The result of `item` without storing it, when it must not be
+    /// attempted; None when the backend should store it.
+    pub fn precheck(&self, item: &crate::store::IngestItem) -> Option<crate::store::IngestResult> {
+        use crate::store::IngestResult;
+        if let Some(why) = self.failed.get(&item.node_id) {
+            return Some(IngestResult::Failed {
+                reason: format!("an earlier envelope of this node failed in the same batch: {why}"),
+            });
+        }
+        // The service refuses these first; a store never keeps a seq other
+        // than the one it acks.
+        if item.body.seq > i64::MAX as u64 {
+            return Some(IngestResult::Refused {
+                reason: format!("seq {} cannot be stored (above {})", item.body.seq, i64::MAX),
+            });
+        }
+        None
+    }
+
+    /// Storing `item` failed with `why`: its result.
+    pub fn failed(&mut self, item: &crate::store::IngestItem, why: String) -> crate::store::IngestResult {
+        tracing::error!(node = %item.node_id, seq = item.body.seq, "storing an envelope failed: {why}");
+        self.failed.insert(item.node_id.clone(), why.clone());
+        self.recorded.push((item.node_id.clone(), item.body.seq, why.clone()));
+        crate::store::IngestResult::Failed { reason: why }
+    }
+
+    /// The `store_failed` events to record in the batch's transaction, after
+    /// the failed savepoints were undone.
+    pub fn events(&self, now_ms: i64) -> Vec<crate::store::NodeEvent> {
+        self.recorded
+            .iter()
+            .map(|(node, seq, why)| crate::store::NodeEvent {
+                node_id: node.clone(),
+                seq: i64::try_from(*seq).ok().map(|_| *seq),
+                kind: EventKind::StoreFailed.as_str().into(),
+                detail: format!("storing this envelope failed, not acked (the agent will resend it): {why}"),
+                at_ms: now_ms,
+            })
+            .collect()
+    }
+}
+
 /// Lowercase hex of a hash, for event details.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

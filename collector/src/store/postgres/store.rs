@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{PgSettings, pg, schema};
 use crate::store::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
-use crate::store::judge::{self, Admission, EventKind, NodeChain, hex};
+use crate::store::judge::{self, Admission, BatchFailures, EventKind, NodeChain, hex};
 use crate::store::{
     EvidenceEnvelope, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
     StoredEnvelope, TokenUse,
@@ -455,24 +455,15 @@ impl Store for PgStore {
             let chain = NodeChain { revoked: r.get::<_, Option<i64>>(1).is_some(), head, last_created_ms: r.get(4) };
             states.insert(r.get(0), NodeState { chain, indexed });
         }
-        let mut failed: HashMap<String, String> = HashMap::new();
-        let mut failed_nodes: Vec<(String, u64, String)> = Vec::new();
+        let mut failures = BatchFailures::default();
         let mut results = Vec::with_capacity(batch.len());
         for item in batch {
             let Some(state) = states.get_mut(&item.node_id) else {
                 results.push(IngestResult::Refused { reason: "unknown node".into() });
                 continue;
             };
-            if let Some(why) = failed.get(&item.node_id) {
-                results.push(IngestResult::Failed {
-                    reason: format!("an earlier envelope of this node failed in the same batch: {why}"),
-                });
-                continue;
-            }
-            if item.body.seq > i64::MAX as u64 {
-                results.push(IngestResult::Refused {
-                    reason: format!("seq {} cannot be stored (above {})", item.body.seq, i64::MAX),
-                });
+            if let Some(r) = failures.precheck(item) {
+                results.push(r);
                 continue;
             }
             // One envelope, one savepoint: an error undoes this envelope's
@@ -487,25 +478,12 @@ impl Store for PgStore {
                 Err(e) => {
                     drop(sp);
                     (state.chain, state.indexed) = saved;
-                    tracing::error!(node = %item.node_id, seq = item.body.seq, "storing an envelope failed: {e}");
-                    let why = e.to_string();
-                    failed.insert(item.node_id.clone(), why.clone());
-                    failed_nodes.push((item.node_id.clone(), item.body.seq, why.clone()));
-                    results.push(IngestResult::Failed { reason: why });
+                    results.push(failures.failed(item, e.to_string()));
                 }
             }
         }
-        for (node, seq, why) in &failed_nodes {
-            insert_event(
-                &mut tx,
-                &NodeEvent {
-                    node_id: node.clone(),
-                    seq: Some(*seq),
-                    kind: EventKind::StoreFailed.as_str().into(),
-                    detail: format!("storing this envelope failed, not acked (the agent will resend it): {why}"),
-                    at_ms: now_ms,
-                },
-            )?;
+        for e in failures.events(now_ms) {
+            insert_event(&mut tx, &e)?;
         }
         tx.commit().map_err(pg("committing an ingest transaction"))?;
         Ok(results)

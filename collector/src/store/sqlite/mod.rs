@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
-use super::judge::{self, Admission, EventKind, NodeChain, hex};
+use super::judge::{self, Admission, BatchFailures, EventKind, NodeChain, hex};
 use super::{
     DeferredSync, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
     StoredEnvelope, TokenUse,
@@ -720,8 +720,7 @@ impl Store for SqliteStore {
         let result = (|| {
             let mut tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
             let mut states: HashMap<String, NodeChain> = HashMap::new();
-            let mut failed: HashMap<String, String> = HashMap::new();
-            let mut failed_nodes: Vec<(String, u64, String)> = Vec::new();
+            let mut failures = BatchFailures::default();
             let mut results = Vec::with_capacity(batch.len());
             for item in batch {
                 if !states.contains_key(&item.node_id) {
@@ -748,20 +747,8 @@ impl Store for SqliteStore {
                     );
                 }
                 let Some(state) = states.get_mut(&item.node_id) else { continue };
-                if let Some(why) = failed.get(&item.node_id) {
-                    // An earlier envelope of this node failed in this batch:
-                    // the chain cannot go on past it now; retried later.
-                    results.push(IngestResult::Failed {
-                        reason: format!("an earlier envelope of this node failed in the same batch: {why}"),
-                    });
-                    continue;
-                }
-                if item.body.seq > i64::MAX as u64 {
-                    // The service refuses these first; a store never keeps a
-                    // seq other than the one it acks.
-                    results.push(IngestResult::Refused {
-                        reason: format!("seq {} cannot be stored (above {})", item.body.seq, i64::MAX),
-                    });
+                if let Some(r) = failures.precheck(item) {
+                    results.push(r);
                     continue;
                 }
                 // One envelope, one savepoint: an error undoes this envelope's
@@ -780,24 +767,13 @@ impl Store for SqliteStore {
                         // The index cache may describe rows just rolled back:
                         // it is reloaded from the database on the next batch.
                         digests.remove(&item.node_id);
-                        tracing::error!(node = %item.node_id, seq = item.body.seq, "storing an envelope failed: {e}");
-                        let why = e.to_string();
-                        failed.insert(item.node_id.clone(), why.clone());
-                        failed_nodes.push((item.node_id.clone(), item.body.seq, why.clone()));
-                        results.push(IngestResult::Failed { reason: why });
+                        results.push(failures.failed(item, e.to_string()));
                     }
                 }
             }
             // The failures are recorded in the same transaction, after the
             // savepoints that failed were undone.
-            for (node, seq, why) in &failed_nodes {
-                let e = NodeEvent {
-                    node_id: node.clone(),
-                    seq: i64::try_from(*seq).ok().map(|_| *seq),
-                    kind: EventKind::StoreFailed.as_str().into(),
-                    detail: format!("storing this envelope failed, not acked (the agent will resend it): {why}"),
-                    at_ms: now_ms,
-                };
+            for e in failures.events(now_ms) {
                 Self::event_tx(&tx, &e)?;
             }
             tx.commit().map_err(sql("committing an ingest transaction"))?;
