@@ -308,3 +308,65 @@ fn replicas_racing_for_one_token_and_one_chain_store_each_thing_once() {
     let kinds: Vec<String> = setup.events("n1").unwrap().into_iter().map(|e| e.kind).collect();
     assert!(kinds.iter().all(|k| k == "replay"), "only replays, never a fork or a gap: {kinds:?}");
 }
+
+/// The fleet report of a store, as JSON, at a fixed time.
+fn report_of(reader: &mut dyn kosmos_collector::store::FleetRead) -> serde_json::Value {
+    let opts = kosmos_collector::fleet::Options {
+        now_ms: T0 + 700_000,
+        since_ms: None,
+        interval_secs: 300,
+        detail: kosmos_collector::fleet::Detail::All,
+    };
+    serde_json::to_value(reader.fleet_report(&opts).unwrap()).unwrap()
+}
+
+#[test]
+fn the_postgres_fleet_report_is_the_sqlite_one() {
+    use kosmos_collector::fleet::query::SqliteFleetReader;
+    use kosmos_collector::store::FleetRead;
+    use kosmos_collector::store::postgres::fleet::PgFleetReader;
+
+    let Some(pg) = TempPostgres::start("postgres fleet report") else { return };
+    let s = settings(&pg, PASSWORD, &pg.ca_pem);
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("c.db");
+    let mut lite = SqliteStore::open(&db).unwrap();
+    let mut post = PgStore::open(&s).unwrap();
+    scenario(&mut lite);
+    scenario(&mut post);
+    // Enough more nodes for the parallel scan (200 and up), with hostnames
+    // whose order depends on the collation ("B" < "a" bytewise).
+    let findings = [finding("ssh.root", "fail", r#""yes""#), finding("files.shadow", "pass", "null")];
+    for i in 0..210 {
+        let id = format!("node-{i:03}");
+        let host = if i % 2 == 0 { format!("B-{i}") } else { format!("a-{i}") };
+        // The name the node reports for itself is the one the report shows.
+        let r = String::from_utf8(report(&findings)).unwrap().replace("h-self", &host).into_bytes();
+        let node = new_node(&id);
+        for store in [&mut lite as &mut dyn Store, &mut post] {
+            store.insert_node(&node).unwrap();
+            store.ingest(&[item(&id, 1, GENESIS_PREV_HASH, &r)], T0 + 600_000).unwrap();
+        }
+    }
+    let mut lite_reader = SqliteFleetReader::open(&db).unwrap();
+    let mut pg_reader = PgFleetReader::open(&s).unwrap();
+    let (a, b) = (report_of(&mut lite_reader), report_of(&mut pg_reader));
+    assert_eq!(a["summary"]["nodes_total"], 212, "{}", a["summary"]);
+    assert!(!a["drift"].as_array().unwrap().is_empty(), "the scenario's ssh change is in the drift timeline");
+    let hosts: Vec<&str> = a["nodes"].as_array().unwrap().iter().map(|n| n["hostname"].as_str().unwrap()).collect();
+    assert!(hosts.iter().position(|h| h.starts_with("B-")) < hosts.iter().position(|h| h.starts_with("a-")));
+    for key in ["summary", "srm", "checks", "drift", "integrity", "waivers", "trend", "nodes"] {
+        assert_eq!(a[key], b[key], "{key} differs");
+    }
+    assert_eq!(a, b);
+    assert_eq!(
+        serde_json::to_value(lite_reader.node_findings("n1").unwrap()).unwrap(),
+        serde_json::to_value(pg_reader.node_findings("n1").unwrap()).unwrap()
+    );
+
+    // The change token: still while nothing is written, moved by a write.
+    let t1 = pg_reader.change_token().unwrap();
+    post.revoke_node("node-000", T0 + 800_000).unwrap();
+    let t2 = pg_reader.change_token().unwrap();
+    assert_ne!(t1, t2, "a committed write moves the token");
+}

@@ -1,4 +1,7 @@
-//! Reads a [`FleetReport`] from the SQLite store.
+//! Builds a [`FleetReport`] from the rows a store gives ([`FleetRows`]):
+//! the aggregation is written once here, and each backend answers the
+//! trait's few queries with its own SQL (SQLite: [`SqliteFleetReader`];
+//! PostgreSQL: `store::postgres::fleet`).
 //!
 //! The connection is read-only (WAL lets it run beside the writer). Counts
 //! come from one scan of the narrow `findings_by_status` index, aggregated
@@ -26,6 +29,115 @@ use crate::store::{FleetRead, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// One enrolled node, as the fleet report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub id: String,
+    pub hostname: String,
+    pub enrolled_ms: i64,
+    pub revoked_ms: Option<i64>,
+    pub head_seq: i64,
+    pub last_created_ms: Option<i64>,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub agent_version: Option<String>,
+    pub profile: Option<String>,
+}
+
+/// One row of the latest findings, as the report scans them. Each cell is
+/// decoded when asked for: most rows need only the first three (the
+/// finding's JSON is read only for the findings a report shows).
+pub trait FindingCells {
+    fn node_id(&self) -> Result<&str, StoreError>;
+    fn check_id(&self) -> Result<&str, StoreError>;
+    fn status(&self) -> Result<&str, StoreError>;
+    fn severity(&self) -> Result<&str, StoreError>;
+    fn family(&self) -> Result<&str, StoreError>;
+    fn seq(&self) -> Result<i64, StoreError>;
+    fn finding_json(&self) -> Result<&str, StoreError>;
+}
+
+/// One entry of the drift timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftRow {
+    pub at_ms: i64,
+    pub node_id: String,
+    pub check_id: String,
+    pub family: String,
+    pub seq: i64,
+    pub old_status: Option<String>,
+    pub new_status: String,
+    pub old_observed: Option<String>,
+    pub new_observed: Option<String>,
+}
+
+/// One recorded event of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub at_ms: i64,
+    pub kind: String,
+    pub seq: Option<i64>,
+    pub detail: String,
+}
+
+/// The fleet's standing on one UTC day (from `node_days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRow {
+    pub day: i64,
+    /// Nodes with a row that day.
+    pub reporting: i64,
+    /// Of those, the ones without a blocking finding.
+    pub compliant: i64,
+    pub pass: i64,
+    /// pass + fail + error.
+    pub decided: i64,
+}
+
+/// The rows a fleet report is built from. Each backend answers these with
+/// its own SQL; [`build`] does the rest, once for all backends. Node ids
+/// and hostnames order bytewise (as SQLite's BINARY collation does), so the
+/// report is the same whichever store it comes from.
+pub trait FleetRows {
+    /// Every node, ordered by hostname, then id.
+    fn nodes(&mut self) -> Result<Vec<NodeRow>, StoreError>;
+    /// The id in the middle of the node ids (the split of a parallel scan);
+    /// None without nodes.
+    fn median_node(&mut self) -> Result<Option<String>, StoreError>;
+    /// Another reader of the same store, for the second half of a parallel
+    /// scan; None when the backend cannot open one.
+    fn second_reader(&self) -> Result<Option<Box<dyn FleetRows + Send>>, StoreError>;
+    /// The latest findings of the nodes with `from <= node_id < to`, grouped
+    /// by node, each passed to `each`.
+    fn scan_findings(
+        &mut self,
+        from: Option<&str>,
+        to: Option<&str>,
+        each: &mut dyn FnMut(&dyn FindingCells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// (title, finding JSON) of one stored finding.
+    fn sample_finding(&mut self, node_id: &str, check_id: &str) -> Result<(String, String), StoreError>;
+    /// Changes of the given families since `since_ms`, newest first.
+    fn drift(&mut self, since_ms: i64, families: &[&str]) -> Result<Vec<DriftRow>, StoreError>;
+    /// (node, kind, count) of the events since `since_ms`.
+    fn event_counts(&mut self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// A node's most recent events since `since_ms`, newest first, at most `limit`.
+    fn recent_events(&mut self, node_id: &str, since_ms: i64, limit: i64) -> Result<Vec<EventRow>, StoreError>;
+    /// The fleet's days from `since_day` on, in order.
+    fn trend(&mut self, since_day: i64) -> Result<Vec<DayRow>, StoreError>;
+    /// Every latest finding of one node, unsorted.
+    fn findings_of(&mut self, node_id: &str) -> Result<Vec<NodeFinding>, StoreError>;
+}
+
+/// Every [`FleetRows`] is a [`FleetRead`].
+pub(crate) fn fleet_report(src: &mut dyn FleetRows, opts: &Options) -> Result<FleetReport, StoreError> {
+    build(src, opts)
+}
+
+/// Every latest finding of one node, most urgent first.
+pub(crate) fn findings_of_node(src: &mut dyn FleetRows, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
+    node_findings(src, node_id)
+}
+
 /// The SQLite store's [`FleetRead`]: one read-only connection.
 #[derive(Debug)]
 pub struct SqliteFleetReader {
@@ -41,11 +153,11 @@ impl SqliteFleetReader {
 
 impl FleetRead for SqliteFleetReader {
     fn fleet_report(&mut self, opts: &Options) -> Result<FleetReport, StoreError> {
-        build(&self.conn, opts)
+        build(self, opts)
     }
 
     fn node_findings(&mut self, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
-        node_findings(&self.conn, node_id)
+        node_findings(self, node_id)
     }
 
     fn change_token(&mut self) -> Result<i64, StoreError> {
@@ -63,6 +175,221 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
     Ok(conn)
+}
+
+/// Column `i` of `r` as borrowed text.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize, doing: &'static str) -> Result<&'r str, StoreError> {
+    r.get_ref(i).and_then(|v| v.as_str().map_err(rusqlite::Error::from)).map_err(sql(doing))
+}
+
+/// A row of `findings_latest` from SQLite.
+struct SqliteCells<'a, 'b>(&'a rusqlite::Row<'b>);
+
+const SCAN: &str = "reading the latest findings";
+
+impl FindingCells for SqliteCells<'_, '_> {
+    fn node_id(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 0, SCAN)
+    }
+    fn check_id(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 1, SCAN)
+    }
+    fn status(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 2, SCAN)
+    }
+    fn severity(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 3, SCAN)
+    }
+    fn family(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 4, SCAN)
+    }
+    fn seq(&self) -> Result<i64, StoreError> {
+        self.0.get(5).map_err(sql(SCAN))
+    }
+    fn finding_json(&self) -> Result<&str, StoreError> {
+        text_at(self.0, 6, SCAN)
+    }
+}
+
+impl FleetRows for SqliteFleetReader {
+    fn nodes(&mut self) -> Result<Vec<NodeRow>, StoreError> {
+        let doing = "listing nodes";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
+                        agent_version, profile
+                 FROM nodes ORDER BY hostname, id",
+            )
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(NodeRow {
+                    id: r.get(0)?,
+                    hostname: r.get(1)?,
+                    enrolled_ms: r.get(2)?,
+                    revoked_ms: r.get(3)?,
+                    head_seq: r.get(4)?,
+                    last_created_ms: r.get(5)?,
+                    os: r.get(6)?,
+                    kernel: r.get(7)?,
+                    agent_version: r.get(8)?,
+                    profile: r.get(9)?,
+                })
+            })
+            .map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
+
+    fn median_node(&mut self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT id FROM nodes ORDER BY id LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM nodes)", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("splitting the node range"))
+    }
+
+    fn second_reader(&self) -> Result<Option<Box<dyn FleetRows + Send>>, StoreError> {
+        match self.conn.path() {
+            Some(path) if !path.is_empty() => {
+                Ok(Some(Box::new(SqliteFleetReader { conn: open(&PathBuf::from(path))? })))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn scan_findings(
+        &mut self,
+        from: Option<&str>,
+        to: Option<&str>,
+        each: &mut dyn FnMut(&dyn FindingCells) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let doing = "reading the latest findings";
+        // Explicit bounds (not `?1 IS NULL OR …`), so that SQLite reads only
+        // the key range instead of scanning the whole table and filtering.
+        let base = "SELECT node_id, check_id, status, severity, family, seq, finding_json FROM findings_latest";
+        let (query, bounds): (String, Vec<&str>) = match (from, to) {
+            (Some(f), Some(t)) => (format!("{base} WHERE node_id >= ?1 AND node_id < ?2"), vec![f, t]),
+            (Some(f), None) => (format!("{base} WHERE node_id >= ?1"), vec![f]),
+            (None, Some(t)) => (format!("{base} WHERE node_id < ?1"), vec![t]),
+            (None, None) => (base.to_string(), vec![]),
+        };
+        let mut stmt = self.conn.prepare(&query).map_err(sql(doing))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(bounds)).map_err(sql(doing))?;
+        while let Some(r) = rows.next().map_err(sql(doing))? {
+            each(&SqliteCells(r))?;
+        }
+        Ok(())
+    }
+
+    fn sample_finding(&mut self, node_id: &str, check_id: &str) -> Result<(String, String), StoreError> {
+        self.conn
+            .prepare_cached("SELECT title, finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
+            .and_then(|mut s| s.query_row(params![node_id, check_id], |r| Ok((r.get(0)?, r.get(1)?))))
+            .map_err(sql("reading check metadata"))
+    }
+
+    fn drift(&mut self, since_ms: i64, families: &[&str]) -> Result<Vec<DriftRow>, StoreError> {
+        let doing = "reading the drift timeline";
+        let families = families.iter().map(|f| format!("'{}'", f.replace('\'', "''"))).collect::<Vec<_>>().join(", ");
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT at_ms, node_id, check_id, family, seq, old_status, new_status, old_observed, new_observed
+                 FROM finding_changes WHERE at_ms >= ?1 AND family IN ({families}) ORDER BY at_ms DESC, id DESC"
+            ))
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                Ok(DriftRow {
+                    at_ms: r.get(0)?,
+                    node_id: r.get(1)?,
+                    check_id: r.get(2)?,
+                    family: r.get(3)?,
+                    seq: r.get(4)?,
+                    old_status: r.get(5)?,
+                    new_status: r.get(6)?,
+                    old_observed: r.get(7)?,
+                    new_observed: r.get(8)?,
+                })
+            })
+            .map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
+
+    fn event_counts(&mut self, since_ms: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let doing = "counting events";
+        let mut stmt = self
+            .conn
+            .prepare("SELECT node_id, kind, COUNT(*) FROM events WHERE at_ms >= ?1 GROUP BY node_id, kind")
+            .map_err(sql(doing))?;
+        let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
+
+    fn recent_events(&mut self, node_id: &str, since_ms: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let doing = "reading events";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT at_ms, kind, seq, detail FROM events WHERE node_id = ?1 AND at_ms >= ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map(params![node_id, since_ms, limit], |r| {
+                Ok(EventRow { at_ms: r.get(0)?, kind: r.get(1)?, seq: r.get(2)?, detail: r.get(3)? })
+            })
+            .map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
+
+    fn trend(&mut self, since_day: i64) -> Result<Vec<DayRow>, StoreError> {
+        let doing = "reading the trend";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT day, COUNT(*), SUM(blocking = 0), SUM(pass), SUM(pass + fail + error)
+                 FROM node_days WHERE day >= ?1 GROUP BY day ORDER BY day",
+            )
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map([since_day], |r| {
+                Ok(DayRow {
+                    day: r.get(0)?,
+                    reporting: r.get(1)?,
+                    compliant: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    pass: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    decided: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                })
+            })
+            .map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
+
+    fn findings_of(&mut self, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
+        let doing = "reading a node's findings";
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT check_id, family, severity, status, seq, finding_json FROM findings_latest WHERE node_id = ?1",
+            )
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map([node_id], |r| {
+                Ok(NodeFinding {
+                    check_id: r.get(0)?,
+                    family: r.get(1)?,
+                    severity: r.get(2)?,
+                    status: r.get(3)?,
+                    seq: ms_to_u64(r.get(4)?),
+                    finding: r.get(5)?,
+                })
+            })
+            .map_err(sql(doing))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql(doing))
+    }
 }
 
 /// Per-node standing in one SRM area, gathered during the index scan.
@@ -125,11 +452,6 @@ struct CheckMeta {
     responsibility: Option<String>,
 }
 
-/// Column `i` of `r` as borrowed text.
-fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize, doing: &'static str) -> Result<&'r str, StoreError> {
-    r.get_ref(i).and_then(|v| v.as_str().map_err(rusqlite::Error::from)).map_err(sql(doing))
-}
-
 fn ms_to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -159,30 +481,18 @@ struct ScanPart {
 
 /// Scan the latest findings of nodes with `from <= node_id < to`.
 fn scan(
-    conn: &Connection,
+    src: &mut dyn FleetRows,
     from: Option<&str>,
     to: Option<&str>,
     node_index: &HashMap<String, usize>,
     detail: Detail,
 ) -> Result<ScanPart, StoreError> {
-    let doing = "reading the latest findings";
-    // Explicit bounds (not `?1 IS NULL OR …`), so that SQLite reads only
-    // the key range instead of scanning the whole table and filtering.
-    let base = "SELECT node_id, check_id, status, severity, family, seq, finding_json FROM findings_latest";
-    let (query, bounds): (String, Vec<&str>) = match (from, to) {
-        (Some(f), Some(t)) => (format!("{base} WHERE node_id >= ?1 AND node_id < ?2"), vec![f, t]),
-        (Some(f), None) => (format!("{base} WHERE node_id >= ?1"), vec![f]),
-        (None, Some(t)) => (format!("{base} WHERE node_id < ?1"), vec![t]),
-        (None, None) => (base.to_string(), vec![]),
-    };
-    let mut stmt = conn.prepare(&query).map_err(sql(doing))?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(bounds)).map_err(sql(doing))?;
     let mut part = ScanPart::default();
     let mut check_index: HashMap<String, usize> = HashMap::new();
     let mut current: Option<(String, Option<usize>)> = None;
     let mut unmapped_marks: BTreeMap<String, HashMap<usize, AreaMark>> = BTreeMap::new();
-    while let Some(r) = rows.next().map_err(sql(doing))? {
-        let node_id = text_at(r, 0, doing)?;
+    src.scan_findings(from, to, &mut |r: &dyn FindingCells| {
+        let node_id = r.node_id()?;
         // Rows arrive grouped by node: look the node up once per group.
         let ni = match &current {
             Some((id, ni)) if id == node_id => *ni,
@@ -192,14 +502,12 @@ fn scan(
                 ni
             }
         };
-        let Some(ni) = ni else { continue };
-        let check_id = text_at(r, 1, doing)?;
-        let status = text_at(r, 2, doing)?;
+        let Some(ni) = ni else { return Ok(()) };
+        let (check_id, status) = (r.check_id()?, r.status()?);
         let ci = match check_index.get(check_id) {
             Some(&ci) => ci,
             None => {
-                let family = text_at(r, 4, doing)?;
-                let severity = text_at(r, 3, doing)?;
+                let (family, severity) = (r.family()?, r.severity()?);
                 part.checks.push(CheckAgg {
                     id: check_id.to_string(),
                     family: family.to_string(),
@@ -259,29 +567,29 @@ fn scan(
             Detail::Summary => false,
         };
         if shown {
-            let seq: i64 = r.get(5).map_err(sql(doing))?;
             // Kept as text; it is checked to be JSON when rendered.
             node.findings.push(NodeFinding {
                 check_id: c.id.clone(),
                 family: c.family.clone(),
                 severity: c.severity.clone(),
                 status: status.to_string(),
-                seq: ms_to_u64(seq),
-                finding: text_at(r, 6, doing)?.to_string(),
+                seq: ms_to_u64(r.seq()?),
+                finding: r.finding_json()?.to_string(),
             });
         }
-    }
+        Ok(())
+    })?;
     part.unmapped = unmapped_marks.into_iter().map(|(f, m)| (f, m.into_iter().collect())).collect();
     Ok(part)
 }
 
 /// Build the fleet report.
-fn build(conn: &Connection, opts: &Options) -> Result<FleetReport, StoreError> {
-    build_with(conn, opts, None)
+fn build(src: &mut dyn FleetRows, opts: &Options) -> Result<FleetReport, StoreError> {
+    build_with(src, opts, None)
 }
 
 /// [`build`], with the choice of a parallel scan forced (tests compare both).
-fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Result<FleetReport, StoreError> {
+fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -> Result<FleetReport, StoreError> {
     let started = std::time::Instant::now();
     let phase = |name: &str| tracing::debug!("fleet report: {name} done at {:?}", started.elapsed());
     let since = opts.since_ms.unwrap_or(i64::MIN);
@@ -289,47 +597,35 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
 
     // Nodes.
     let mut nodes: Vec<NodeReport> = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare(
-                "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
-                        agent_version, profile
-                 FROM nodes ORDER BY hostname, id",
-            )
-            .map_err(sql("listing nodes"))?;
-        let mut rows = stmt.query([]).map_err(sql("listing nodes"))?;
-        while let Some(r) = rows.next().map_err(sql("listing nodes"))? {
-            let revoked_ms: Option<i64> = r.get(3).map_err(sql("listing nodes"))?;
-            let last: Option<i64> = r.get(5).map_err(sql("listing nodes"))?;
-            let state = match (revoked_ms, last) {
-                (Some(_), _) => NodeState::Revoked,
-                (None, None) => NodeState::NeverReported,
-                (None, Some(t)) if opts.now_ms.saturating_sub(t) > stale_after_ms => NodeState::Stale,
-                _ => NodeState::Ok,
-            };
-            let enrolled: i64 = r.get(2).map_err(sql("listing nodes"))?;
-            nodes.push(NodeReport {
-                id: r.get(0).map_err(sql("listing nodes"))?,
-                hostname: r.get(1).map_err(sql("listing nodes"))?,
-                state,
-                os: r.get(6).map_err(sql("listing nodes"))?,
-                kernel: r.get(7).map_err(sql("listing nodes"))?,
-                agent_version: r.get(8).map_err(sql("listing nodes"))?,
-                profile: r.get(9).map_err(sql("listing nodes"))?,
-                enrolled_at: rfc3339(enrolled),
-                revoked_at: revoked_ms.map(rfc3339),
-                last_attestation_at: last.map(rfc3339),
-                last_attestation_age_secs: last.map(|t| opts.now_ms.saturating_sub(t) / 1000),
-                head_seq: ms_to_u64(r.get(4).map_err(sql("listing nodes"))?),
-                counts: StatusCounts::default(),
-                blocking: 0,
-                failing_by_severity: BTreeMap::new(),
-                score_pct: None,
-                compliant: false,
-                integrity_events: 0,
-                findings: Vec::new(),
-            });
-        }
+    for r in src.nodes()? {
+        let state = match (r.revoked_ms, r.last_created_ms) {
+            (Some(_), _) => NodeState::Revoked,
+            (None, None) => NodeState::NeverReported,
+            (None, Some(t)) if opts.now_ms.saturating_sub(t) > stale_after_ms => NodeState::Stale,
+            _ => NodeState::Ok,
+        };
+        let last = r.last_created_ms;
+        nodes.push(NodeReport {
+            id: r.id,
+            hostname: r.hostname,
+            state,
+            os: r.os,
+            kernel: r.kernel,
+            agent_version: r.agent_version,
+            profile: r.profile,
+            enrolled_at: rfc3339(r.enrolled_ms),
+            revoked_at: r.revoked_ms.map(rfc3339),
+            last_attestation_at: last.map(rfc3339),
+            last_attestation_age_secs: last.map(|t| opts.now_ms.saturating_sub(t) / 1000),
+            head_seq: ms_to_u64(r.head_seq),
+            counts: StatusCounts::default(),
+            blocking: 0,
+            failing_by_severity: BTreeMap::new(),
+            score_pct: None,
+            compliant: false,
+            integrity_events: 0,
+            findings: Vec::new(),
+        });
     }
     let node_index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
 
@@ -340,25 +636,21 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
     // random lookups of the rows a section shows. The node range is split
     // in two, each half scanned on its own read connection and thread (the
     // collector's machines have at least two cores), then merged.
-    let split: Option<String> = conn
-        .query_row("SELECT id FROM nodes ORDER BY id LIMIT 1 OFFSET (SELECT COUNT(*) / 2 FROM nodes)", [], |r| r.get(0))
-        .optional()
-        .map_err(sql("splitting the node range"))?;
-    let path = conn.path().map(PathBuf::from);
-    let (low, high) = match (split, path) {
-        (Some(mid), Some(path)) if parallel.unwrap_or(nodes.len() >= PARALLEL_MIN_NODES) => {
-            let (a, b) = std::thread::scope(|scope| {
-                let high = scope.spawn(|| -> Result<ScanPart, StoreError> {
-                    let c = open(&path)?;
-                    scan(&c, Some(&mid), None, &node_index, opts.detail)
+    let split = src.median_node()?;
+    let (low, high) = match split {
+        Some(mid) if parallel.unwrap_or(nodes.len() >= PARALLEL_MIN_NODES) => match src.second_reader()? {
+            Some(mut other) => {
+                let (a, b) = std::thread::scope(|scope| {
+                    let high = scope.spawn(|| scan(&mut *other, Some(&mid), None, &node_index, opts.detail));
+                    let low = scan(&mut *src, None, Some(&mid), &node_index, opts.detail);
+                    (low, high.join())
                 });
-                let low = scan(conn, None, Some(&mid), &node_index, opts.detail);
-                (low, high.join())
-            });
-            let high = b.map_err(|_| StoreError::Batch("the report's scan thread failed".into()))??;
-            (a?, Some(high))
-        }
-        _ => (scan(conn, None, None, &node_index, opts.detail)?, None),
+                let high = b.map_err(|_| StoreError::Batch("the report's scan thread failed".into()))??;
+                (a?, Some(high))
+            }
+            None => (scan(&mut *src, None, None, &node_index, opts.detail)?, None),
+        },
+        _ => (scan(&mut *src, None, None, &node_index, opts.detail)?, None),
     };
     let mut checks: Vec<CheckAgg> = Vec::new();
     let mut check_index: HashMap<String, usize> = HashMap::new();
@@ -428,13 +720,8 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
     // Check metadata, from one stored finding per check.
     let mut check_reports = Vec::with_capacity(checks.len());
     {
-        let doing = "reading check metadata";
-        let mut stmt = conn
-            .prepare("SELECT title, finding_json FROM findings_latest WHERE node_id = ?1 AND check_id = ?2")
-            .map_err(sql(doing))?;
         for c in checks {
-            let (title, json): (String, String) =
-                stmt.query_row(params![c.sample_node, c.id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sql(doing))?;
+            let (title, json) = src.sample_finding(&c.sample_node, &c.id)?;
             let meta = serde_json::from_str::<CheckMeta>(&json).ok();
             check_reports.push(CheckReport {
                 title: meta.as_ref().map_or(title, |m| m.title.clone()),
@@ -460,72 +747,41 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
     // Drift timeline.
     let hostname_of = |id: &str| node_index.get(id).map_or_else(String::new, |&i| nodes[i].hostname.clone());
     let mut drift = Vec::new();
-    {
-        let doing = "reading the drift timeline";
-        let families = DRIFT_FAMILIES.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ");
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT at_ms, node_id, check_id, family, seq, old_status, new_status, old_observed, new_observed
-                 FROM finding_changes WHERE at_ms >= ?1 AND family IN ({families}) ORDER BY at_ms DESC, id DESC"
-            ))
-            .map_err(sql(doing))?;
-        let mut rows = stmt.query([since]).map_err(sql(doing))?;
-        while let Some(r) = rows.next().map_err(sql(doing))? {
-            let node_id: String = r.get(1).map_err(sql(doing))?;
-            drift.push(DriftEntry {
-                at: rfc3339(r.get(0).map_err(sql(doing))?),
-                hostname: hostname_of(&node_id),
-                node_id,
-                check_id: r.get(2).map_err(sql(doing))?,
-                family: r.get(3).map_err(sql(doing))?,
-                seq: ms_to_u64(r.get(4).map_err(sql(doing))?),
-                old_status: r.get(5).map_err(sql(doing))?,
-                new_status: r.get(6).map_err(sql(doing))?,
-                old_observed: r.get(7).map_err(sql(doing))?,
-                new_observed: r.get(8).map_err(sql(doing))?,
-            });
-        }
+    for r in src.drift(since, &DRIFT_FAMILIES)? {
+        drift.push(DriftEntry {
+            at: rfc3339(r.at_ms),
+            hostname: hostname_of(&r.node_id),
+            node_id: r.node_id,
+            check_id: r.check_id,
+            family: r.family,
+            seq: ms_to_u64(r.seq),
+            old_status: r.old_status,
+            new_status: r.new_status,
+            old_observed: r.old_observed,
+            new_observed: r.new_observed,
+        });
     }
 
     phase("drift");
     // Integrity.
     let mut by_kind: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    {
-        let doing = "counting events";
-        let mut stmt = conn
-            .prepare("SELECT node_id, kind, COUNT(*) FROM events WHERE at_ms >= ?1 GROUP BY node_id, kind")
-            .map_err(sql(doing))?;
-        let mut rows = stmt.query([since]).map_err(sql(doing))?;
-        while let Some(r) = rows.next().map_err(sql(doing))? {
-            let n: i64 = r.get(2).map_err(sql(doing))?;
-            by_kind
-                .entry(r.get(0).map_err(sql(doing))?)
-                .or_default()
-                .insert(r.get(1).map_err(sql(doing))?, ms_to_u64(n));
-        }
+    for (node_id, kind, n) in src.event_counts(since)? {
+        by_kind.entry(node_id).or_default().insert(kind, ms_to_u64(n));
     }
     let mut integrity = Vec::with_capacity(nodes.len());
     {
-        let doing = "reading events";
-        let mut stmt = conn
-            .prepare(
-                "SELECT at_ms, kind, seq, detail FROM events WHERE node_id = ?1 AND at_ms >= ?2
-                 ORDER BY id DESC LIMIT ?3",
-            )
-            .map_err(sql(doing))?;
         for n in &mut nodes {
             let events_by_kind = by_kind.remove(&n.id).unwrap_or_default();
             n.integrity_events = events_by_kind.values().sum();
             let mut recent = Vec::new();
             if n.integrity_events > 0 {
                 let limit = i64::try_from(INTEGRITY_EVENTS_SHOWN).unwrap_or(20);
-                let mut rows = stmt.query(params![n.id, since, limit]).map_err(sql(doing))?;
-                while let Some(r) = rows.next().map_err(sql(doing))? {
+                for r in src.recent_events(&n.id, since, limit)? {
                     recent.push(IntegrityEvent {
-                        at: rfc3339(r.get(0).map_err(sql(doing))?),
-                        kind: r.get(1).map_err(sql(doing))?,
-                        seq: r.get::<_, Option<i64>>(2).map_err(sql(doing))?.map(ms_to_u64),
-                        detail: r.get(3).map_err(sql(doing))?,
+                        at: rfc3339(r.at_ms),
+                        kind: r.kind,
+                        seq: r.seq.map(ms_to_u64),
+                        detail: r.detail,
                     });
                 }
             }
@@ -566,30 +822,16 @@ fn build_with(conn: &Connection, opts: &Options, parallel: Option<bool>) -> Resu
     phase("waivers");
     // Trend.
     let mut trend = Vec::new();
-    {
-        let doing = "reading the trend";
-        let mut stmt = conn
-            .prepare(
-                "SELECT day, COUNT(*), SUM(blocking = 0), SUM(pass), SUM(pass + fail + error)
-                 FROM node_days WHERE day >= ?1 GROUP BY day ORDER BY day",
-            )
-            .map_err(sql(doing))?;
-        let since_day = if since == i64::MIN { i64::MIN } else { since.div_euclid(DAY_MS) };
-        let mut rows = stmt.query([since_day]).map_err(sql(doing))?;
-        while let Some(r) = rows.next().map_err(sql(doing))? {
-            let day: i64 = r.get(0).map_err(sql(doing))?;
-            let reporting = ms_to_u64(r.get(1).map_err(sql(doing))?);
-            let compliant = ms_to_u64(r.get::<_, Option<i64>>(2).map_err(sql(doing))?.unwrap_or(0));
-            let pass: i64 = r.get::<_, Option<i64>>(3).map_err(sql(doing))?.unwrap_or(0);
-            let decided: i64 = r.get::<_, Option<i64>>(4).map_err(sql(doing))?.unwrap_or(0);
-            trend.push(TrendDay {
-                day: rfc3339(day * DAY_MS).chars().take(10).collect(),
-                nodes_reporting: reporting,
-                nodes_compliant: compliant,
-                compliant_pct: if reporting > 0 { round1(100.0 * compliant as f64 / reporting as f64) } else { 0.0 },
-                score_pct: (decided > 0).then(|| round1(100.0 * pass as f64 / decided as f64)),
-            });
-        }
+    let since_day = if since == i64::MIN { i64::MIN } else { since.div_euclid(DAY_MS) };
+    for r in src.trend(since_day)? {
+        let (reporting, compliant) = (ms_to_u64(r.reporting), ms_to_u64(r.compliant));
+        trend.push(TrendDay {
+            day: rfc3339(r.day * DAY_MS).chars().take(10).collect(),
+            nodes_reporting: reporting,
+            nodes_compliant: compliant,
+            compliant_pct: if reporting > 0 { round1(100.0 * compliant as f64 / reporting as f64) } else { 0.0 },
+            score_pct: (r.decided > 0).then(|| round1(100.0 * r.pass as f64 / r.decided as f64)),
+        });
     }
 
     phase("trend");
@@ -718,24 +960,8 @@ fn area_view(
 
 /// Every finding of one node (passes included), most urgent first, for
 /// the dashboard's node page.
-fn node_findings(conn: &Connection, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
-    let doing = "reading a node's findings";
-    let mut stmt = conn
-        .prepare("SELECT check_id, family, severity, status, seq, finding_json FROM findings_latest WHERE node_id = ?1")
-        .map_err(sql(doing))?;
-    let mut rows = stmt.query([node_id]).map_err(sql(doing))?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next().map_err(sql(doing))? {
-        let seq: i64 = r.get(4).map_err(sql(doing))?;
-        out.push(NodeFinding {
-            check_id: r.get(0).map_err(sql(doing))?,
-            family: r.get(1).map_err(sql(doing))?,
-            severity: r.get(2).map_err(sql(doing))?,
-            status: r.get(3).map_err(sql(doing))?,
-            seq: ms_to_u64(seq),
-            finding: r.get(5).map_err(sql(doing))?,
-        });
-    }
+fn node_findings(src: &mut dyn FleetRows, node_id: &str) -> Result<Vec<NodeFinding>, StoreError> {
+    let mut out = src.findings_of(node_id)?;
     sort_findings(&mut out);
     Ok(out)
 }
@@ -795,11 +1021,11 @@ mod tests {
     #[test]
     fn parallel_and_single_scans_agree() {
         let d = store(60);
-        let conn = open(&d.path().join("c.db")).unwrap();
+        let mut reader = SqliteFleetReader::open(&d.path().join("c.db")).unwrap();
         for detail in [Detail::Failing, Detail::All] {
             let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail };
-            let one = serde_json::to_value(build_with(&conn, &opts, Some(false)).unwrap()).unwrap();
-            let two = serde_json::to_value(build_with(&conn, &opts, Some(true)).unwrap()).unwrap();
+            let one = serde_json::to_value(build_with(&mut reader, &opts, Some(false)).unwrap()).unwrap();
+            let two = serde_json::to_value(build_with(&mut reader, &opts, Some(true)).unwrap()).unwrap();
             assert_eq!(one, two);
             assert_eq!(one["summary"]["nodes_total"], 60);
             let total: u64 = ["pass", "fail", "error", "not_applicable", "waived"]

@@ -6,12 +6,13 @@
 //! through rustls with certificate verification, required for any host that
 //! is not this machine. [`schema`] owns the versioned migrations.
 //!
-//! [`store::PgStore`] implements `Store` and `EvidenceRead`. Not yet a
-//! selectable backend: the `FleetRead` implementation (fleet reports, the
-//! dashboard) and the configuration (`store_url`) come next (issue 16);
-//! until then the collector runs on SQLite only and nothing here is
-//! reachable from the configuration.
+//! [`store::PgStore`] implements `Store` and `EvidenceRead`, and
+//! [`fleet::PgFleetReader`] `FleetRead`. Not yet a selectable backend: the
+//! configuration (`store_url`) comes next (issue 16); until then the
+//! collector runs on SQLite only and nothing here is reachable from the
+//! configuration.
 
+pub mod fleet;
 pub mod schema;
 pub mod store;
 

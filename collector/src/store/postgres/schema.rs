@@ -17,10 +17,12 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x6b6f_736d_6f73_2d6d;
 
 /// (version, SQL), in order. A released migration never changes: a change
-/// of schema is a new version.
+/// of schema is a new version. Ids and hostnames use the "C" collation:
+/// bytewise, as SQLite compares them, whatever the database's locale, so
+/// reports order nodes the same on both backends.
 pub const MIGRATIONS: &[(i32, &str)] = &[(
     1,
-    "
+    r#"
 CREATE TABLE tokens (
     sha256 BYTEA PRIMARY KEY,
     created_ms BIGINT NOT NULL,
@@ -28,8 +30,8 @@ CREATE TABLE tokens (
     used_ms BIGINT
 );
 CREATE TABLE nodes (
-    id TEXT PRIMARY KEY,
-    hostname TEXT NOT NULL,
+    id TEXT COLLATE "C" PRIMARY KEY,
+    hostname TEXT COLLATE "C" NOT NULL,
     machine_id TEXT NOT NULL,
     cert_der BYTEA NOT NULL,
     cert_sha256 BYTEA NOT NULL,
@@ -52,7 +54,7 @@ CREATE TABLE nodes (
     index_counts BIGINT[]
 );
 CREATE TABLE envelopes (
-    node_id TEXT NOT NULL REFERENCES nodes(id),
+    node_id TEXT COLLATE "C" NOT NULL REFERENCES nodes(id),
     seq BIGINT NOT NULL,
     body BYTEA NOT NULL,
     signature BYTEA NOT NULL,
@@ -65,8 +67,8 @@ CREATE TABLE envelopes (
 );
 CREATE INDEX envelopes_by_node_created ON envelopes (node_id, created_ms, seq);
 CREATE TABLE findings_latest (
-    node_id TEXT NOT NULL REFERENCES nodes(id),
-    check_id TEXT NOT NULL,
+    node_id TEXT COLLATE "C" NOT NULL REFERENCES nodes(id),
+    check_id TEXT COLLATE "C" NOT NULL,
     seq BIGINT NOT NULL,
     status TEXT NOT NULL,
     severity TEXT NOT NULL,
@@ -77,7 +79,7 @@ CREATE TABLE findings_latest (
     PRIMARY KEY (node_id, check_id)
 );
 CREATE TABLE node_days (
-    node_id TEXT NOT NULL REFERENCES nodes(id),
+    node_id TEXT COLLATE "C" NOT NULL REFERENCES nodes(id),
     day BIGINT NOT NULL,
     seq BIGINT NOT NULL,
     pass BIGINT NOT NULL, fail BIGINT NOT NULL, error BIGINT NOT NULL,
@@ -86,8 +88,8 @@ CREATE TABLE node_days (
 );
 CREATE TABLE finding_changes (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    node_id TEXT NOT NULL REFERENCES nodes(id),
-    check_id TEXT NOT NULL,
+    node_id TEXT COLLATE "C" NOT NULL REFERENCES nodes(id),
+    check_id TEXT COLLATE "C" NOT NULL,
     family TEXT NOT NULL,
     seq BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
@@ -99,14 +101,14 @@ CREATE TABLE finding_changes (
 CREATE INDEX finding_changes_by_time ON finding_changes (at_ms);
 CREATE TABLE events (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    node_id TEXT NOT NULL,
+    node_id TEXT COLLATE "C" NOT NULL,
     seq BIGINT,
     kind TEXT NOT NULL,
     detail TEXT NOT NULL,
     at_ms BIGINT NOT NULL
 );
 CREATE INDEX events_by_node ON events (node_id, id);
-",
+"#,
 )];
 
 /// The newest schema version this binary knows.
