@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::pki::{Pki, PkiError};
 use crate::service::{Shared, new_token, token_hash};
 use crate::store::writer::StoreWriter;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Store, StoreError, StoreLocation, now_ms};
 
 #[derive(Debug, Parser)]
 #[command(name = "kosmos-collector", version, about = "Collects and verifies kosmos-node-agent attestations")]
@@ -248,8 +248,9 @@ fn report(
         Some(t) => fleet::parse_date(t).map_err(|problem| CliError::Usage { option: "--as-of", problem })?,
         None => now_ms(),
     };
-    let db = cfg.database();
-    if !db.exists() {
+    if let StoreLocation::Sqlite(db) = &cfg.store
+        && !db.exists()
+    {
         return Err(CliError::Usage {
             option: "--data-dir",
             problem: format!("{} does not exist: no collector has stored anything there", db.display()),

@@ -1,6 +1,8 @@
 //! `collector.toml`: the collector's configuration, validated once into a
 //! typed [`Config`]. Unknown keys are errors, reported with the file name.
 
+use crate::store::StoreLocation;
+use crate::store::postgres::PgSettings;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,15 @@ struct RawConfig {
     http_listen: Option<SocketAddr>,
     http_token_file: Option<PathBuf>,
     report_interval_secs: Option<u64>,
+    /// `sqlite:PATH` or `postgres://USER@HOST/DB?sslmode=require`; absent:
+    /// SQLite in `data_dir`.
+    store_url: Option<String>,
+    /// PostgreSQL: the password, in a file of its own (else the
+    /// environment's KOSMOS_COLLECTOR_STORE_PASSWORD).
+    store_password_file: Option<PathBuf>,
+    /// PostgreSQL: the CA that signed the server's certificate (else the
+    /// system's trust store).
+    store_ca_file: Option<PathBuf>,
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
 }
@@ -89,6 +100,70 @@ pub struct Config {
     pub report_interval_secs: u64,
     /// Connection and stream limits of the gRPC port.
     pub limits: crate::server::Limits,
+    /// Where the store is (`store_url`).
+    pub store: StoreLocation,
+}
+
+/// The environment variable the PostgreSQL password may come from.
+pub const STORE_PASSWORD_ENV: &str = "KOSMOS_COLLECTOR_STORE_PASSWORD";
+
+/// Read a small secret or certificate file (at most `limit` bytes).
+fn read_small(path: &Path, limit: u64, option: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .map_err(|e| format!("{option} {}: {e}", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{option} {}: larger than {limit} bytes", path.display()));
+    }
+    Ok(text)
+}
+
+/// Where the store is, from `store_url` and its companions.
+fn store_location(raw: &RawConfig, data_dir: &Path, env_password: Option<String>) -> Result<StoreLocation, String> {
+    let url = match &raw.store_url {
+        None => {
+            if raw.store_password_file.is_some() || raw.store_ca_file.is_some() {
+                return Err("store_password_file and store_ca_file go with a postgres:// store_url".into());
+            }
+            return Ok(StoreLocation::Sqlite(data_dir.join("collector.db")));
+        }
+        Some(u) => u.trim(),
+    };
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if raw.store_password_file.is_some() || raw.store_ca_file.is_some() {
+            return Err("store_password_file and store_ca_file go with a postgres:// store_url".into());
+        }
+        if path.is_empty() {
+            return Err("store_url: sqlite: needs a path (sqlite:/var/lib/kosmos-collector/collector.db)".into());
+        }
+        // A relative path is relative to data_dir.
+        return Ok(StoreLocation::Sqlite(data_dir.join(path)));
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("store_url: sqlite:PATH or postgres://USER@HOST/DATABASE".into());
+    }
+    let password = match &raw.store_password_file {
+        Some(file) => {
+            let text = read_small(file, 4096, "store_password_file")?;
+            // One trailing newline is the file's, not the password's.
+            let pw = text.strip_suffix('\n').unwrap_or(&text);
+            let pw = pw.strip_suffix('\r').unwrap_or(pw).to_string();
+            if pw.is_empty() {
+                return Err(format!("store_password_file {}: empty", file.display()));
+            }
+            Some(pw)
+        }
+        None => env_password.filter(|p| !p.is_empty()),
+    };
+    let ca = match &raw.store_ca_file {
+        Some(file) => Some((file.display().to_string(), read_small(file, 1 << 20, "store_ca_file")?)),
+        None => None,
+    };
+    let settings = PgSettings::new(url, password.as_deref(), ca.as_ref().map(|(p, pem)| (p.as_str(), pem.as_str())))
+        .map_err(|e| e.to_string())?;
+    Ok(StoreLocation::Postgres(Box::new(settings)))
 }
 
 impl Config {
@@ -109,8 +184,10 @@ impl Config {
         };
         let data_dir = data_dir_override
             .map(Path::to_path_buf)
-            .or(raw.data_dir)
+            .or_else(|| raw.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = store_location(&raw, &data_dir, std::env::var(STORE_PASSWORD_ENV).ok())
+            .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
         let node_cert_days = raw.node_cert_days.unwrap_or(365);
         if !(1..=3650).contains(&node_cert_days) {
             return Err(ConfigError::Invalid { path: shown, problem: "node_cert_days must be 1..=3650".into() });
@@ -133,6 +210,7 @@ impl Config {
         let limits = limits(raw.limits.unwrap_or_default(), report_interval_secs)
             .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
         Ok(Config {
+            store,
             limits,
             http_listen,
             http_token_file: raw.http_token_file,
@@ -146,14 +224,9 @@ impl Config {
         })
     }
 
-    /// The SQLite database file.
-    pub fn database(&self) -> PathBuf {
-        self.data_dir.join("collector.db")
-    }
-
-    /// Where the store is: the SQLite database in `data_dir`.
-    pub fn store_location(&self) -> crate::store::StoreLocation {
-        crate::store::StoreLocation::Sqlite(self.database())
+    /// Where the store is (`store_url`; SQLite in `data_dir` by default).
+    pub fn store_location(&self) -> StoreLocation {
+        self.store.clone()
     }
 }
 
@@ -221,6 +294,55 @@ fn limits(raw: RawLimits, report_interval_secs: u64) -> Result<crate::server::Li
 mod tests {
     use super::*;
 
+    fn raw(toml_text: &str) -> RawConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn store_url_selects_the_store() {
+        let dir = Path::new("/var/lib/kc");
+        let at = |t: &str| store_location(&raw(t), dir, None).map(|s| s.to_string());
+        assert_eq!(at("").unwrap(), "sqlite:/var/lib/kc/collector.db");
+        assert_eq!(at("store_url = \"sqlite:/srv/c.db\"").unwrap(), "sqlite:/srv/c.db");
+        assert_eq!(at("store_url = \"sqlite:other.db\"").unwrap(), "sqlite:/var/lib/kc/other.db");
+        assert_eq!(
+            at("store_url = \"postgres://kosmos@localhost/fleet\"").unwrap(),
+            "postgres://kosmos@localhost/fleet"
+        );
+        for (text, expected) in [
+            ("store_url = \"mysql://x/y\"", "sqlite:PATH or postgres://"),
+            ("store_url = \"sqlite:\"", "needs a path"),
+            ("store_url = \"postgres://kosmos@db.example.com/fleet\"", "TLS is required"),
+            ("store_url = \"postgres://kosmos:pw@localhost/fleet\"", "store_password_file"),
+            ("store_password_file = \"/etc/pw\"", "go with a postgres:// store_url"),
+            ("store_url = \"sqlite:/c.db\"\nstore_ca_file = \"/etc/ca.pem\"", "go with a postgres:// store_url"),
+            ("store_url = \"postgres://k@localhost/f\"\nstore_password_file = \"/nonexistent/pw\"", "/nonexistent/pw"),
+        ] {
+            let e = at(text).unwrap_err();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_store_password_comes_from_its_file_or_the_environment_never_shown() {
+        let t = tempfile::tempdir().unwrap();
+        let pw = t.path().join("pw");
+        std::fs::write(&pw, "s3cret-pw\n").unwrap();
+        let text = format!("store_url = \"postgres://k@localhost/f\"\nstore_password_file = \"{}\"", pw.display());
+        let loc = store_location(&raw(&text), t.path(), Some("from-env".into())).unwrap();
+        let shown = format!("{loc} {loc:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("from-env"), "{shown}");
+        std::fs::write(&pw, "\n").unwrap();
+        let e = store_location(&raw(&text), t.path(), None).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        // From the environment when there is no file.
+        store_location(&raw("store_url = \"postgres://k@localhost/f\""), t.path(), Some("from-env".into())).unwrap();
+        // An oversized file is refused, not read whole.
+        std::fs::write(&pw, "x".repeat(5000)).unwrap();
+        let e = store_location(&raw(&text), t.path(), None).unwrap_err();
+        assert!(e.contains("larger than 4096 bytes"), "{e}");
+    }
+
     /// The shipped collector.toml shows every key with its real default:
     /// uncommenting everything but the `[tls]` table (which replaces the
     /// managed PKI) changes nothing.
@@ -256,6 +378,7 @@ mod tests {
         assert_eq!(all.grpc_listen, defaults.grpc_listen);
         assert_eq!(all.http_listen, defaults.http_listen);
         assert_eq!(all.report_interval_secs, defaults.report_interval_secs);
+        assert_eq!(all.store.to_string(), defaults.store.to_string());
         assert_eq!(all.node_cert_days, defaults.node_cert_days);
     }
 }

@@ -167,10 +167,20 @@ pub async fn refresh_loop(dash: Shared) {
     let mut tick = tokio::time::interval(POLL);
     loop {
         tick.tick().await;
-        if watcher.is_none() {
-            watcher = dash.store.fleet_reader().ok();
-        }
-        let version = watcher.as_mut().and_then(|w| w.change_token().ok());
+        // Store calls block (PostgreSQL's client runs its own runtime, which
+        // cannot start inside this one): they run on the blocking pool. A
+        // reader whose token cannot be read is dropped and opened again at
+        // the next tick (a database restart ends its connection).
+        let store = dash.store.clone();
+        let taken = watcher.take();
+        let (kept, version) = tokio::task::spawn_blocking(move || {
+            let mut w = taken.or_else(|| store.fleet_reader().ok());
+            let version = w.as_mut().and_then(|w| w.change_token().ok());
+            (w.filter(|_| version.is_some()), version)
+        })
+        .await
+        .unwrap_or((None, None));
+        watcher = kept;
         let changed = version.is_none() || version != seen_version;
         let gap = (last_cost * 5).max(POLL);
         let due = (changed && last_build.elapsed() >= gap) || last_build.elapsed() >= REFRESH;

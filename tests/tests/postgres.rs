@@ -370,3 +370,104 @@ fn the_postgres_fleet_report_is_the_sqlite_one() {
     let t2 = pg_reader.change_token().unwrap();
     assert_ne!(t1, t2, "a committed write moves the token");
 }
+
+/// `collector.toml` for a collector on the cluster's database.
+fn collector_on(pg: &TempPostgres, dir: &std::path::Path, extra: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (pw, ca) = (dir.join("db-password"), dir.join("db-ca.pem"));
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(&ca, &pg.ca_pem).unwrap();
+    std::fs::write(
+        dir.join("collector.toml"),
+        format!(
+            "store_url = \"{}\"\nstore_password_file = \"{}\"\nstore_ca_file = \"{}\"\n{extra}",
+            pg.url(),
+            pw.display(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Two collector replicas (real binaries) on one database, sharing one CA:
+/// a token created on one enrolls through the other and only once; an agent
+/// that lists both fails over when one is killed; the chain stays whole;
+/// a revocation made through one is enforced by the other; every report
+/// format reads the shared store.
+#[test]
+fn two_collector_replicas_on_one_database_serve_one_fleet() {
+    use kosmos_e2e::{Agent, Collector, repo, run};
+
+    let Some(pg) = TempPostgres::start("postgres replicas") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    collector_on(&pg, &a_dir, "");
+    let mut a = Collector::start(&a_dir, 0);
+    // B serves with A's CA and server certificate (as replicas share them
+    // by configuration).
+    let tls = format!(
+        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
+        a_dir.display()
+    );
+    collector_on(&pg, &b_dir, &tls);
+    let b = Collector::start(&b_dir, 0);
+    assert_eq!(a.fingerprint(), b.fingerprint());
+
+    // A token made on A enrolls through B, once.
+    let token = a.token("1h");
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let (code, out, err) = agent.enroll(&b, &token, &b.fingerprint());
+    assert_eq!(code, 0, "enroll through B: {out}{err}");
+    let other = Agent::new(&tmp.path().join("other"));
+    let (code, _, _) = other.enroll(&a, &token, &a.fingerprint());
+    assert_ne!(code, 0, "a used token enrolled a second node through A");
+
+    // The agent lists both replicas; A first.
+    agent.configure(&a.url(), &repo().join("tests/fixtures/hardened"), "");
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(
+        &agent.config,
+        config.replace(
+            &format!("collector_url = \"{}\"", a.url()),
+            &format!("collector_url = [\"{}\", \"{}\"]", a.url(), b.url()),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = agent.run_once();
+    assert_eq!(code, 0, "delivered to A: {out}{err}");
+    a.kill9();
+    for _ in 0..2 {
+        let (code, out, err) = agent.run_once();
+        assert_eq!(code, 0, "failed over to B: {out}{err}");
+    }
+
+    // One chain, whole, in the shared store.
+    let node = agent.node_id();
+    let mut store = PgStore::open(&settings(&pg, PASSWORD, &pg.ca_pem)).unwrap();
+    let seqs: Vec<u64> = store.envelopes(&node).unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let kinds: Vec<String> = store.events(&node).unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.is_empty(), "events on a clean failover: {kinds:?}");
+
+    // Every report format reads the shared store (through B's configuration).
+    for format in ["json", "csv", "md", "junit", "html"] {
+        let (code, out, err) = run(Collector::cmd(&b_dir).args(["report", "--format", format]));
+        assert_eq!(code, 0, "report --format {format}: {err}");
+        assert!(out.contains(&node), "report --format {format} does not name the node");
+    }
+    // B's dashboard follows the shared store (its snapshot is rebuilt when
+    // the database changes).
+    kosmos_e2e::wait_for("B's dashboard to show the node", std::time::Duration::from_secs(20), || {
+        let (status, _, body) = kosmos_e2e::http_get(&b.http_addr, "/", None);
+        status == 200 && body.contains(&node)
+    });
+    let (code, out, _) = run(Collector::cmd(&b_dir).args(["node", "list"]));
+    assert_eq!(code, 0);
+    assert!(out.contains(&node), "{out}");
+
+    // Revoked through A's configuration (its process is down: the store is
+    // shared), refused by B at once.
+    a.revoke(&node);
+    let (code, out, err) = agent.run_once();
+    assert_ne!(code, 0, "a node revoked through one replica delivered to the other: {out}{err}");
+}

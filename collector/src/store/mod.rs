@@ -271,10 +271,12 @@ impl std::fmt::Debug for ServingStore {
 }
 
 /// Where a collector's store lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StoreLocation {
     /// An SQLite database file (the default: `collector.db` in `data_dir`).
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by any number of collector replicas.
+    Postgres(Box<postgres::PgSettings>),
 }
 
 impl StoreLocation {
@@ -282,11 +284,14 @@ impl StoreLocation {
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             StoreLocation::Sqlite(path) => Ok(Box::new(sqlite::SqliteStore::open(path)?)),
+            StoreLocation::Postgres(settings) => Ok(Box::new(postgres::store::PgStore::open(settings)?)),
         }
     }
 
-    /// Open the store for `serve`: ingest commits without waiting for the
-    /// disk and the writer makes them durable in groups before acking.
+    /// Open the store for `serve`. SQLite: ingest commits without waiting
+    /// for the disk and the writer makes them durable in groups before
+    /// acking, while a checkpointer copies the WAL. PostgreSQL: every ingest
+    /// commit is durable when it returns (the server's own group commit).
     pub fn open_for_serving(&self) -> Result<ServingStore, StoreError> {
         match self {
             StoreLocation::Sqlite(path) => {
@@ -300,6 +305,11 @@ impl StoreLocation {
                     upkeep: Box::new(checkpointer),
                 })
             }
+            StoreLocation::Postgres(settings) => Ok(ServingStore {
+                store: Box::new(postgres::store::PgStore::open(settings)?),
+                deferred_sync: None,
+                upkeep: Box::new(()),
+            }),
         }
     }
 
@@ -307,6 +317,7 @@ impl StoreLocation {
     pub fn fleet_reader(&self) -> Result<Box<dyn FleetRead>, StoreError> {
         match self {
             StoreLocation::Sqlite(path) => Ok(Box::new(crate::fleet::query::SqliteFleetReader::open(path)?)),
+            StoreLocation::Postgres(settings) => Ok(Box::new(postgres::fleet::PgFleetReader::open(settings)?)),
         }
     }
 }
@@ -315,6 +326,7 @@ impl std::fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreLocation::Postgres(settings) => write!(f, "{settings}"),
         }
     }
 }

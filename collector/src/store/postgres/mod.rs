@@ -7,10 +7,8 @@
 //! is not this machine. [`schema`] owns the versioned migrations.
 //!
 //! [`store::PgStore`] implements `Store` and `EvidenceRead`, and
-//! [`fleet::PgFleetReader`] `FleetRead`. Not yet a selectable backend: the
-//! configuration (`store_url`) comes next (issue 16); until then the
-//! collector runs on SQLite only and nothing here is reachable from the
-//! configuration.
+//! [`fleet::PgFleetReader`] `FleetRead`; `store_url` in `collector.toml`
+//! selects them (`crate::config`).
 
 pub mod fleet;
 pub mod schema;
@@ -35,7 +33,7 @@ pub enum PgSettingsError {
     #[error("store_url: {0}")]
     Url(String),
     #[error(
-        "store_url carries a password: it belongs in store_password_file (or KOSMOS_STORE_PASSWORD), never in the configuration"
+        "store_url carries a password: it belongs in store_password_file (or KOSMOS_COLLECTOR_STORE_PASSWORD), never in the configuration"
     )]
     PasswordInUrl,
     #[error(
@@ -53,6 +51,28 @@ pub struct PgSettings {
     /// Trust anchors for the server certificate: the `store_ca_file`'s, or
     /// the system's.
     roots: std::sync::Arc<rustls::RootCertStore>,
+}
+
+impl std::fmt::Display for PgSettings {
+    /// `postgres://USER@HOST[,HOST…]/DATABASE`, never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        write!(
+            f,
+            "postgres://{}@{}/{}",
+            self.config.get_user().unwrap_or(""),
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or("")
+        )
+    }
 }
 
 impl std::fmt::Debug for PgSettings {
