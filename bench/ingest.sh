@@ -13,6 +13,8 @@
 # Usage: bash bench/ingest.sh [seconds per phase, default 15]
 #   FINDINGS=100  envelopes with the report's first 100 findings (default: all 146)
 #   PHASES=max | PHASES=steady  one phase only
+#   STORE_TOML='store_url = "postgres://…"…'  collector.toml lines for another store
+#     (the database must be empty: each phase enrolls its own nodes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
@@ -24,7 +26,7 @@ ulimit -n 65536 2>/dev/null || true
 $bin/kosmos-node-agent check --root tests/fixtures/hardened --output json --fail-on none > "$work/report.json"
 
 phase() { # name nodes rate
-  local dir="$work/$1"; mkdir -p "$dir"; : > "$dir/collector.toml"
+  local dir="$work/$1"; mkdir -p "$dir"; printf '%s\n' "${STORE_TOML:-}" > "$dir/collector.toml"
   KOSMOS_COLLECTOR_LOG=warn $bin/kosmos-collector --config "$dir/collector.toml" --data-dir "$dir" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$dir/out" &
   local pid=$!
   for _ in $(seq 100); do [ -s "$dir/grpc.addr" ] && break; sleep 0.1; done

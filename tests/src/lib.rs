@@ -100,12 +100,18 @@ impl Collector {
 
     /// Start a collector on 127.0.0.1 (a free port, or `port` to reuse one).
     pub fn start(data_dir: &Path, port: u16) -> Collector {
+        Self::start_with_stderr(data_dir, port, Stdio::inherit())
+    }
+
+    /// [`Collector::start`], with the collector's stderr going to `stderr`
+    /// (a file, for a test that reads the log).
+    pub fn start_with_stderr(data_dir: &Path, port: u16, stderr: Stdio) -> Collector {
         Self::prepare(data_dir);
         let _ = std::fs::remove_file(data_dir.join("grpc.addr"));
         let mut child = Self::cmd(data_dir)
             .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}"), "--http-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -420,12 +426,19 @@ pub async fn enroll_raw(url: &str, ca_pem: &str, token: &str, hostname: &str) ->
 /// then the real Enroll RPC, 16 at a time (each is a TLS handshake and a
 /// CSR signature).
 pub async fn enroll_fleet(data_dir: &Path, url: &str, ca: &str, n: usize) -> Result<Vec<RawNode>, String> {
-    use kosmos_collector::store::Store;
-    let mut tokens = Vec::new();
-    {
-        let mut store = kosmos_collector::store::sqlite::SqliteStore::open(&data_dir.join("collector.db"))
-            .map_err(|e| e.to_string())?;
+    // The store the collector's configuration names (SQLite in the data
+    // directory, or PostgreSQL), opened off the async runtime.
+    let dir = data_dir.to_path_buf();
+    let tokens = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let config = dir.join("collector.toml");
+        let location = if config.exists() {
+            kosmos_collector::config::Config::load(Some(&config), Some(&dir)).map_err(|e| e.to_string())?.store
+        } else {
+            kosmos_collector::store::StoreLocation::Sqlite(dir.join("collector.db"))
+        };
+        let mut store = location.open().map_err(|e| e.to_string())?;
         let now = kosmos_collector::store::now_ms();
+        let mut tokens = Vec::new();
         for i in 0..n {
             let t = format!("loadgen-{now}-{i}");
             store
@@ -433,7 +446,10 @@ pub async fn enroll_fleet(data_dir: &Path, url: &str, ca: &str, n: usize) -> Res
                 .map_err(|e| e.to_string())?;
             tokens.push(t);
         }
-    }
+        Ok(tokens)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let mut nodes = Vec::with_capacity(n);
     for chunk in tokens.chunks(16) {
         let joins: Vec<_> = chunk

@@ -410,7 +410,8 @@ fn two_collector_replicas_on_one_database_serve_one_fleet() {
         a_dir.display()
     );
     collector_on(&pg, &b_dir, &tls);
-    let b = Collector::start(&b_dir, 0);
+    let b_log = tmp.path().join("b.log");
+    let mut b = Collector::start_with_stderr(&b_dir, 0, std::fs::File::create(&b_log).unwrap().into());
     assert_eq!(a.fingerprint(), b.fingerprint());
 
     // A token made on A enrolls through B, once.
@@ -470,4 +471,10 @@ fn two_collector_replicas_on_one_database_serve_one_fleet() {
     a.revoke(&node);
     let (code, out, err) = agent.run_once();
     assert_ne!(code, 0, "a node revoked through one replica delivered to the other: {out}{err}");
+
+    // B stops cleanly on SIGTERM: its dashboard's database reader is closed
+    // off the async runtime (closing it on a runtime thread panicked).
+    b.stop();
+    let log = std::fs::read_to_string(&b_log).unwrap();
+    assert!(!log.contains("panicked"), "collector B's log:\n{log}");
 }
