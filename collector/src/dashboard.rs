@@ -160,7 +160,7 @@ fn build_detailed(store: &StoreLocation, interval_secs: u64, detail: Detail) -> 
 /// a fifth of a core on the dashboard. Without changes it still rebuilds
 /// every [`REFRESH`], so that ages and staleness move on.
 pub async fn refresh_loop(dash: Shared) {
-    let mut watcher = Watcher(None);
+    let mut watcher: Option<Box<dyn FleetRead>> = None;
     let mut seen_version: Option<i64> = None;
     let mut last_build = Instant::now();
     let mut last_cost = Duration::ZERO;
@@ -172,7 +172,7 @@ pub async fn refresh_loop(dash: Shared) {
         // reader whose token cannot be read is dropped and opened again at
         // the next tick (a database restart ends its connection).
         let store = dash.store.clone();
-        let taken = watcher.0.take();
+        let taken = watcher.take();
         let (kept, version) = tokio::task::spawn_blocking(move || {
             let mut w = taken.or_else(|| store.fleet_reader().ok());
             let version = w.as_mut().and_then(|w| w.change_token().ok());
@@ -180,7 +180,7 @@ pub async fn refresh_loop(dash: Shared) {
         })
         .await
         .unwrap_or((None, None));
-        watcher.0 = kept;
+        watcher = kept;
         let changed = version.is_none() || version != seen_version;
         let gap = (last_cost * 5).max(POLL);
         let due = (changed && last_build.elapsed() >= gap) || last_build.elapsed() >= REFRESH;
@@ -200,19 +200,6 @@ pub async fn refresh_loop(dash: Shared) {
         }
         last_cost = started.elapsed();
         last_build = Instant::now();
-    }
-}
-
-/// The refresh loop's reader, closed off the async runtime when the loop
-/// ends (at shutdown): PostgreSQL's synchronous client closes its
-/// connection by blocking, which panics on a runtime thread.
-struct Watcher(Option<Box<dyn FleetRead>>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(reader) = self.0.take() {
-            let _ = std::thread::Builder::new().name("dashboard-close".into()).spawn(move || drop(reader));
-        }
     }
 }
 

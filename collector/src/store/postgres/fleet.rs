@@ -2,18 +2,18 @@
 //! PostgreSQL, and so its [`FleetRead`]. The report itself is built by the
 //! same code as SQLite's (`fleet::query`).
 
+use ::postgres::Row;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
-use ::postgres::{Client, Row};
 
-use super::{PgSettings, pg};
+use super::{Conn, PgSettings, pg};
 use crate::fleet::query::{self, DayRow, DriftRow, EventRow, FindingCells, FleetRows, NodeRow};
 use crate::fleet::{FleetReport, NodeFinding, Options};
 use crate::store::{FleetRead, StoreError};
 
 /// One connection that reads the fleet.
 pub struct PgFleetReader {
-    client: Client,
+    client: Conn,
     settings: PgSettings,
 }
 
@@ -25,7 +25,7 @@ impl std::fmt::Debug for PgFleetReader {
 
 impl PgFleetReader {
     pub fn open(settings: &PgSettings) -> Result<PgFleetReader, StoreError> {
-        Ok(PgFleetReader { client: settings.connect()?, settings: settings.clone() })
+        Ok(PgFleetReader { client: settings.conn()?, settings: settings.clone() })
     }
 }
 

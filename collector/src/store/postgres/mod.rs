@@ -22,6 +22,48 @@ use rustls_pki_types::pem::PemObject;
 
 use super::StoreError;
 
+/// A PostgreSQL connection that may be dropped on any thread. The
+/// synchronous client closes its connection by blocking on a runtime of its
+/// own, which panics on a thread that drives async tasks (the collector's
+/// runtime drops what its tasks still hold when it shuts down); there the
+/// close moves to a thread of its own.
+pub(crate) struct Conn(Option<::postgres::Client>);
+
+impl Conn {
+    pub(crate) fn new(client: ::postgres::Client) -> Conn {
+        Conn(Some(client))
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ::postgres::Client;
+    fn deref(&self) -> &::postgres::Client {
+        // Invariant: the client is taken out only in `drop`.
+        #[allow(clippy::expect_used)]
+        self.0.as_ref().expect("a connection is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut ::postgres::Client {
+        // Invariant: the client is taken out only in `drop`.
+        #[allow(clippy::expect_used)]
+        self.0.as_mut().expect("a connection is present until dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(client));
+            } else {
+                drop(client);
+            }
+        }
+    }
+}
+
 /// Wrap a PostgreSQL error with what the store was doing.
 pub(crate) fn pg(doing: &'static str) -> impl FnOnce(::postgres::Error) -> StoreError {
     move |source| StoreError::Backend { doing, source: source.into() }
@@ -148,6 +190,15 @@ impl PgSettings {
     /// Open one connection (TLS as the URL's `sslmode` says, verified
     /// against the trust anchors).
     pub fn connect(&self) -> Result<::postgres::Client, StoreError> {
+        self.client()
+    }
+
+    /// [`PgSettings::connect`], as a connection the store may drop anywhere.
+    pub(crate) fn conn(&self) -> Result<Conn, StoreError> {
+        self.client().map(Conn::new)
+    }
+
+    fn client(&self) -> Result<::postgres::Client, StoreError> {
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let tls_config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

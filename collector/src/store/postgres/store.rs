@@ -12,13 +12,13 @@
 
 use std::collections::HashMap;
 
-use ::postgres::{Client, GenericClient, Row, Transaction};
+use ::postgres::{GenericClient, Row, Transaction};
 use kosmos_proto::chain::ChainHead;
 use kosmos_proto::report::{self, IndexedReport};
 use kosmos_proto::verdict::Status;
 use sha2::{Digest, Sha256};
 
-use super::{PgSettings, pg, schema};
+use super::{Conn, PgSettings, pg, schema};
 use crate::store::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
 use crate::store::judge::{self, Admission, BatchFailures, EventKind, NodeChain, hex};
 use crate::store::{
@@ -34,7 +34,7 @@ const NODE_COLUMNS: &str =
 /// The PostgreSQL implementation of [`Store`] and [`EvidenceRead`]: one
 /// connection, owned by the writer thread.
 pub struct PgStore {
-    client: Client,
+    client: Conn,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -46,7 +46,7 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// Connect and bring the schema up to date (see [`schema::migrate`]).
     pub fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
-        let mut client = settings.connect()?;
+        let mut client = settings.conn()?;
         let applied = schema::migrate(&mut client)?;
         if !applied.is_empty() {
             tracing::info!("PostgreSQL schema migrations {applied:?} applied");
@@ -403,11 +403,11 @@ impl Store for PgStore {
     }
 
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
-        use_token(&mut self.client, token_sha256, now_ms)
+        use_token(&mut *self.client, token_sha256, now_ms)
     }
 
     fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
-        insert_node(&mut self.client, node)
+        insert_node(&mut *self.client, node)
     }
 
     fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError> {
@@ -490,7 +490,7 @@ impl Store for PgStore {
     }
 
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError> {
-        insert_event(&mut self.client, event)
+        insert_event(&mut *self.client, event)
     }
 }
 
