@@ -12,6 +12,7 @@
 # collector's own CPU time per envelope is printed too.
 # Usage: bash bench/ingest.sh [seconds per phase, default 15]
 #   FINDINGS=100  envelopes with the report's first 100 findings (default: all 146)
+#   CHANGED=5  percentage of envelopes that change a finding (default 5)
 #   PHASES=max | PHASES=steady  one phase only
 #   STORE_TOML='store_url = "postgres://…"…'  collector.toml lines for another store
 #     (the database must be empty: each phase enrolls its own nodes)
@@ -33,7 +34,7 @@ phase() { # name nodes rate
   local addr; addr=$(cat "$dir/grpc.addr")
   echo "== $1: $2 streams, rate ${3/#0/max}, ${secs}s"
   $bin/kosmos-loadgen --data-dir "$dir" --url "https://$addr" --nodes "$2" --seconds "$secs" --rate "$3" \
-    --report "$work/report.json" --pid "$pid" ${FINDINGS:+--findings "$FINDINGS"}
+    --report "$work/report.json" --pid "$pid" ${FINDINGS:+--findings "$FINDINGS"} ${CHANGED:+--changed "$CHANGED"}
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 # PHASES=max or PHASES=steady runs one of them.

@@ -256,7 +256,8 @@ fn report(
             problem: format!("{} does not exist: no collector has stored anything there", db.display()),
         });
     }
-    let opts = fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail };
+    let opts =
+        fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail, parallel: true };
     let report = cfg.store_location().fleet_reader()?.fleet_report(&opts)?;
     let render = |w: &mut dyn Write| -> std::io::Result<()> {
         match format {

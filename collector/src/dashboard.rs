@@ -143,12 +143,18 @@ impl Dashboard {
 /// (about 100 KB per node for a full report, which for 10,000 nodes would
 /// be a gigabyte held for pages that never show it: a node's page reads its
 /// findings live, and `/api/report.json` builds the full report on demand).
+/// The snapshot: a summary, built on one core (see [`Options::parallel`]).
 fn build(store: &StoreLocation, interval_secs: u64) -> Result<FleetReport, StoreError> {
-    build_detailed(store, interval_secs, Detail::Summary)
+    build_detailed(store, interval_secs, Detail::Summary, false)
 }
 
-fn build_detailed(store: &StoreLocation, interval_secs: u64, detail: Detail) -> Result<FleetReport, StoreError> {
-    store.fleet_reader()?.fleet_report(&Options { now_ms: now_ms(), since_ms: None, interval_secs, detail })
+fn build_detailed(
+    store: &StoreLocation,
+    interval_secs: u64,
+    detail: Detail,
+    parallel: bool,
+) -> Result<FleetReport, StoreError> {
+    store.fleet_reader()?.fleet_report(&Options { now_ms: now_ms(), since_ms: None, interval_secs, detail, parallel })
 }
 
 /// Keep the snapshot fresh until the task is dropped.
@@ -289,11 +295,12 @@ async fn report_json(State(dash): State<Shared>) -> Response {
     // The full report (every finding that is not a pass), built for this
     // request: the snapshot keeps no finding text.
     let (store, interval) = (dash.store.clone(), dash.interval_secs);
-    let report = match tokio::task::spawn_blocking(move || build_detailed(&store, interval, Detail::Failing)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    };
+    let report =
+        match tokio::task::spawn_blocking(move || build_detailed(&store, interval, Detail::Failing, true)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        };
     match serde_json::to_vec(&report) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

@@ -263,6 +263,83 @@ fn the_postgres_store_answers_as_the_sqlite_store_does() {
     }
 }
 
+/// The store's own connection: after a restart of the database the batch
+/// that meets the closed connection fails whole (nothing acked), and the
+/// next one connects again and stores.
+#[test]
+fn the_store_connects_again_after_the_database_restarts() {
+    let Some(pg) = TempPostgres::start("postgres store reconnect") else { return };
+    let mut store = PgStore::open(&settings(&pg, PASSWORD, &pg.ca_pem)).unwrap();
+    store.create_token(&[1; 32], T0, T0 + 3_600_000).unwrap();
+    store.enroll(&[1; 32], T0 + 5, &new_node("n1")).unwrap();
+    let r = report(&[finding("ssh.root", "pass", r#""no""#)]);
+    let e1 = item("n1", 1, GENESIS_PREV_HASH, &r);
+    let e2 = item("n1", 2, body_hash(&e1.body_bytes), &r);
+    let acked = |results: Vec<kosmos_collector::store::IngestResult>| format!("{results:?}");
+    assert_eq!(acked(store.ingest(std::slice::from_ref(&e1), T0 + 600_000).unwrap()), "[Acked { head_seq: 1 }]");
+    pg.restart();
+    pg.wait_ready(std::time::Duration::from_secs(30));
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        match store.ingest(std::slice::from_ref(&e2), T0 + 600_000) {
+            Ok(r) => {
+                answers.push(acked(r));
+                break;
+            }
+            Err(e) => answers.push(format!("error: {e}")),
+        }
+    }
+    assert_eq!(answers.last().map(String::as_str), Some("[Acked { head_seq: 2 }]"), "{answers:?}");
+    let seqs: Vec<u64> = store.envelopes("n1").unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2]);
+}
+
+/// A database error on one envelope's rows (here a trigger refusing seq 3)
+/// fails that envelope and the later ones of its node, never another
+/// node's: the batch is stored again one transaction per envelope.
+#[test]
+fn a_failing_envelope_fails_alone_in_its_batch() {
+    let Some(pg) = TempPostgres::start("postgres envelope failure") else { return };
+    let s = settings(&pg, PASSWORD, &pg.ca_pem);
+    let mut store = PgStore::open(&s).unwrap();
+    s.connect()
+        .unwrap()
+        .batch_execute(
+            "CREATE FUNCTION refuse_seq_3() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN IF NEW.seq = 3 THEN RAISE EXCEPTION 'seq 3 refused by the test'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER refuse_seq_3 BEFORE INSERT ON envelopes FOR EACH ROW EXECUTE FUNCTION refuse_seq_3();",
+        )
+        .unwrap();
+    store.create_token(&[1; 32], T0, T0 + 3_600_000).unwrap();
+    store.enroll(&[1; 32], T0 + 5, &new_node("n1")).unwrap();
+    store.insert_node(&new_node("n2")).unwrap();
+    let r = report(&[finding("ssh.root", "pass", r#""no""#)]);
+    let mut batch = Vec::new();
+    let mut prev = GENESIS_PREV_HASH;
+    for seq in 1..=4 {
+        let e = item("n1", seq, prev, &r);
+        prev = body_hash(&e.body_bytes);
+        batch.push(e);
+    }
+    batch.push(item("n2", 1, GENESIS_PREV_HASH, &r));
+    let results: Vec<String> = store.ingest(&batch, T0 + 600_000).unwrap().iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(results[..2], ["Acked { head_seq: 1 }", "Acked { head_seq: 2 }"]);
+    assert!(results[2].starts_with("Failed") && results[2].contains("seq 3 refused"), "{}", results[2]);
+    assert!(results[3].starts_with("Failed") && results[3].contains("earlier envelope"), "{}", results[3]);
+    assert_eq!(results[4], "Acked { head_seq: 1 }");
+    let seqs: Vec<u64> = store.envelopes("n1").unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(store.node("n1").unwrap().unwrap().head_seq, 2);
+    assert_eq!(store.node("n2").unwrap().unwrap().head_seq, 1);
+    let kinds: Vec<String> = store.events("n1").unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["store_failed"]);
+    // The agent resends seq 3 once the database takes it.
+    s.connect().unwrap().batch_execute("DROP TRIGGER refuse_seq_3 ON envelopes").unwrap();
+    let again: Vec<String> =
+        store.ingest(&batch[2..4], T0 + 600_000).unwrap().iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(again, ["Acked { head_seq: 3 }", "Acked { head_seq: 4 }"]);
+}
+
 #[test]
 fn replicas_racing_for_one_token_and_one_chain_store_each_thing_once() {
     let Some(pg) = TempPostgres::start("postgres replicas race") else { return };
@@ -310,13 +387,13 @@ fn replicas_racing_for_one_token_and_one_chain_store_each_thing_once() {
 }
 
 /// The fleet report of a store, as JSON, at a fixed time.
-fn report_of(reader: &mut dyn kosmos_collector::store::FleetRead) -> serde_json::Value {
-    let opts = kosmos_collector::fleet::Options {
-        now_ms: T0 + 700_000,
-        since_ms: None,
-        interval_secs: 300,
-        detail: kosmos_collector::fleet::Detail::All,
-    };
+fn report_of(
+    reader: &mut dyn kosmos_collector::store::FleetRead,
+    detail: kosmos_collector::fleet::Detail,
+    parallel: bool,
+) -> serde_json::Value {
+    let opts =
+        kosmos_collector::fleet::Options { now_ms: T0 + 700_000, since_ms: None, interval_secs: 300, detail, parallel };
     serde_json::to_value(reader.fleet_report(&opts).unwrap()).unwrap()
 }
 
@@ -350,7 +427,8 @@ fn the_postgres_fleet_report_is_the_sqlite_one() {
     }
     let mut lite_reader = SqliteFleetReader::open(&db).unwrap();
     let mut pg_reader = PgFleetReader::open(&s).unwrap();
-    let (a, b) = (report_of(&mut lite_reader), report_of(&mut pg_reader));
+    use kosmos_collector::fleet::Detail;
+    let (a, b) = (report_of(&mut lite_reader, Detail::All, true), report_of(&mut pg_reader, Detail::All, true));
     assert_eq!(a["summary"]["nodes_total"], 212, "{}", a["summary"]);
     assert!(!a["drift"].as_array().unwrap().is_empty(), "the scenario's ssh change is in the drift timeline");
     let hosts: Vec<&str> = a["nodes"].as_array().unwrap().iter().map(|n| n["hostname"].as_str().unwrap()).collect();
@@ -359,6 +437,16 @@ fn the_postgres_fleet_report_is_the_sqlite_one() {
         assert_eq!(a[key], b[key], "{key} differs");
     }
     assert_eq!(a, b);
+    // The other levels of detail (PostgreSQL sends less of the findings'
+    // JSON for them), on one core and on two.
+    for (detail, parallel) in [(Detail::Failing, true), (Detail::Summary, false), (Detail::Failing, false)] {
+        let (a, b) = (report_of(&mut lite_reader, detail, parallel), report_of(&mut pg_reader, detail, parallel));
+        assert_eq!(a, b, "{detail:?}, parallel {parallel}");
+        if detail == Detail::Failing {
+            let listed = a["nodes"].as_array().unwrap().iter().map(|n| n["findings"].as_array().map_or(0, Vec::len));
+            assert!(listed.sum::<usize>() > 0, "the failing findings are listed");
+        }
+    }
     assert_eq!(
         serde_json::to_value(lite_reader.node_findings("n1").unwrap()).unwrap(),
         serde_json::to_value(pg_reader.node_findings("n1").unwrap()).unwrap()

@@ -78,6 +78,10 @@ pub struct Options {
     /// The expected attestation interval.
     pub interval_secs: u64,
     pub detail: Detail,
+    /// May the scan of a large fleet take two connections and two cores?
+    /// The dashboard's background refresh says no: it must leave a core
+    /// to ingest, whose acks wait behind any core it takes.
+    pub parallel: bool,
 }
 
 /// The whole report.

@@ -107,11 +107,14 @@ pub trait FleetRows {
     /// scan; None when the backend cannot open one.
     fn second_reader(&self) -> Result<Option<Box<dyn FleetRows + Send>>, StoreError>;
     /// The latest findings of the nodes with `from <= node_id < to`, grouped
-    /// by node, each passed to `each`.
+    /// by node, each passed to `each`. `detail` says whose `finding_json`
+    /// will be asked for (a backend that sends rows over the network leaves
+    /// the others out).
     fn scan_findings(
         &mut self,
         from: Option<&str>,
         to: Option<&str>,
+        detail: Detail,
         each: &mut dyn FnMut(&dyn FindingCells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
     /// (title, finding JSON) of one stored finding.
@@ -263,6 +266,7 @@ impl FleetRows for SqliteFleetReader {
         &mut self,
         from: Option<&str>,
         to: Option<&str>,
+        _detail: Detail,
         each: &mut dyn FnMut(&dyn FindingCells) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let doing = "reading the latest findings";
@@ -491,7 +495,7 @@ fn scan(
     let mut check_index: HashMap<String, usize> = HashMap::new();
     let mut current: Option<(String, Option<usize>)> = None;
     let mut unmapped_marks: BTreeMap<String, HashMap<usize, AreaMark>> = BTreeMap::new();
-    src.scan_findings(from, to, &mut |r: &dyn FindingCells| {
+    src.scan_findings(from, to, detail, &mut |r: &dyn FindingCells| {
         let node_id = r.node_id()?;
         // Rows arrive grouped by node: look the node up once per group.
         let ni = match &current {
@@ -585,7 +589,7 @@ fn scan(
 
 /// Build the fleet report.
 fn build(src: &mut dyn FleetRows, opts: &Options) -> Result<FleetReport, StoreError> {
-    build_with(src, opts, None)
+    build_with(src, opts, if opts.parallel { None } else { Some(false) })
 }
 
 /// [`build`], with the choice of a parallel scan forced (tests compare both).
@@ -1023,7 +1027,7 @@ mod tests {
         let d = store(60);
         let mut reader = SqliteFleetReader::open(&d.path().join("c.db")).unwrap();
         for detail in [Detail::Failing, Detail::All] {
-            let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail };
+            let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail, parallel: true };
             let one = serde_json::to_value(build_with(&mut reader, &opts, Some(false)).unwrap()).unwrap();
             let two = serde_json::to_value(build_with(&mut reader, &opts, Some(true)).unwrap()).unwrap();
             assert_eq!(one, two);
@@ -1046,7 +1050,8 @@ mod tests {
         let first = reader.change_token().unwrap();
         assert_eq!(reader.change_token().unwrap(), first, "no write: the same token");
         // Reads change nothing.
-        let opts = Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail: Detail::Summary };
+        let opts =
+            Options { now_ms: 2_000, since_ms: None, interval_secs: 300, detail: Detail::Summary, parallel: true };
         reader.fleet_report(&opts).unwrap();
         assert_eq!(reader.change_token().unwrap(), first);
         let mut writer = SqliteStore::open(&path).unwrap();

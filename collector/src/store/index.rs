@@ -143,12 +143,14 @@ impl LatestFinding {
     /// status and severity columns); None for a status the vocabulary does
     /// not know.
     pub fn of_stored(finding_json: &str, status: &str, severity: &str) -> Option<LatestFinding> {
+        LatestFinding::of_stored_digest(Sha256::digest(finding_json.as_bytes()).into(), status, severity)
+    }
+
+    /// [`LatestFinding::of_stored`], from the SHA-256 of the stored
+    /// `finding_json` (a database that hashes it where it lies).
+    pub fn of_stored_digest(digest: [u8; 32], status: &str, severity: &str) -> Option<LatestFinding> {
         let status = Status::parse(status)?;
-        Some(LatestFinding {
-            digest: Sha256::digest(finding_json.as_bytes()).into(),
-            status,
-            blocking: is_blocking(status, severity),
-        })
+        Some(LatestFinding { digest, status, blocking: is_blocking(status, severity) })
     }
 }
 

@@ -66,7 +66,34 @@ impl Drop for Conn {
 
 /// Wrap a PostgreSQL error with what the store was doing.
 pub(crate) fn pg(doing: &'static str) -> impl FnOnce(::postgres::Error) -> StoreError {
-    move |source| StoreError::Backend { doing, source: source.into() }
+    move |source| StoreError::Backend { doing, source: Box::new(PgError(source)) }
+}
+
+/// A PostgreSQL error whose message is the server's: the client's own
+/// `Display` of a server error is only "db error", which told an operator
+/// (and an agent's `store_failed` event) nothing.
+#[derive(Debug)]
+struct PgError(::postgres::Error);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "{} {}: {}", db.severity(), db.code().code(), db.message())?;
+                if let Some(detail) = db.detail() {
+                    write!(f, " ({detail})")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// What is wrong with how the database is to be reached.

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use ::postgres::{GenericClient, Row, Transaction};
+use ::postgres::{GenericClient, Row, Statement, Transaction};
 use kosmos_proto::chain::ChainHead;
 use kosmos_proto::report::{self, IndexedReport};
 use kosmos_proto::verdict::Status;
@@ -32,14 +32,111 @@ const NODE_COLUMNS: &str =
     "id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms, revoked_ms, head_seq, head_hash, last_seen_ms";
 
 /// The PostgreSQL implementation of [`Store`] and [`EvidenceRead`]: one
-/// connection, owned by the writer thread.
+/// connection, owned by the writer thread, opened again when the database
+/// closed it (a restart, a failover): the batch that met the closed
+/// connection fails unacked, and the agents resend it.
 pub struct PgStore {
+    settings: PgSettings,
+    live: Option<Live>,
+}
+
+/// An open connection and the statements prepared on it.
+struct Live {
     client: Conn,
+    sql: Statements,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").finish_non_exhaustive()
+        f.debug_struct("PgStore").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// The ingest path's statements, prepared once per connection: parsing and
+/// planning them for every envelope cost a round trip each and most of the
+/// database's CPU. The bulk ones take one array per column (`unnest`), so a
+/// batch writes its envelopes, days and heads in three statements whatever
+/// its size.
+struct Statements {
+    lock_nodes: Statement,
+    envelope_hash: Statement,
+    insert_event: Statement,
+    load_latest: Statement,
+    stored_finding: Statement,
+    insert_changes: Statement,
+    upsert_latest: Statement,
+    forget_latest: Statement,
+    describe_node: Statement,
+    insert_envelopes: Statement,
+    upsert_days: Statement,
+    advance_heads: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut ::postgres::Client) -> Result<Statements, StoreError> {
+        let mut prepare = |sql: &str| client.prepare(sql).map_err(pg("preparing the ingest statements"));
+        Ok(Statements {
+            lock_nodes: prepare(
+                "SELECT id, revoked_ms, head_seq, head_hash, last_created_ms, index_digest, index_full, index_counts
+                 FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            )?,
+            envelope_hash: prepare("SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2")?,
+            insert_event: prepare("INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES ($1, $2, $3, $4, $5)")?,
+            load_latest: prepare(
+                // The findings' digests, not their JSON: what the plan compares,
+                // hashed where the JSON lies (a tenth of the bytes to send).
+                "SELECT check_id, sha256(convert_to(finding_json, 'UTF8')), status, severity
+                 FROM findings_latest WHERE node_id = $1",
+            )?,
+            stored_finding: prepare("SELECT finding_json FROM findings_latest WHERE node_id = $1 AND check_id = $2")?,
+            insert_changes: prepare(
+                "INSERT INTO finding_changes (node_id, check_id, family, seq, at_ms, old_status, new_status,
+                                              old_observed, new_observed)
+                 SELECT $1::text, u.check_id, u.family, $4::int8, $5::int8, u.old_status, u.new_status,
+                        u.old_observed, u.new_observed
+                 FROM unnest($2::text[], $3::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                      WITH ORDINALITY AS u(check_id, family, old_status, new_status, old_observed, new_observed, n)
+                 ORDER BY u.n",
+            )?,
+            upsert_latest: prepare(
+                "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
+                 SELECT $1::text, u.check_id, $3::int8, u.status, u.severity, u.family, u.title, u.finding_json, $9::int8
+                 FROM unnest($2::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                      AS u(check_id, status, severity, family, title, finding_json)
+                 ON CONFLICT (node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+                   severity = excluded.severity, family = excluded.family, title = excluded.title,
+                   finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
+            )?,
+            forget_latest: prepare("DELETE FROM findings_latest WHERE node_id = $1 AND check_id = ANY($2::text[])")?,
+            describe_node: prepare(
+                "UPDATE nodes SET os_pretty = COALESCE($2, os_pretty), kernel = COALESCE($3, kernel),
+                                  agent_version = COALESCE($4, agent_version), profile = COALESCE($5, profile),
+                                  hostname = COALESCE($6, hostname),
+                                  index_digest = $7, index_full = $8, index_counts = $9
+                 WHERE id = $1",
+            )?,
+            insert_envelopes: prepare(
+                "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger,
+                                        pass, fail, error, not_applicable, waived, blocking)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[], $5::bytea[], $6::int8[],
+                                      $7::int8[], $8::int4[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
+                                      $13::int8[], $14::int8[])",
+            )?,
+            upsert_days: prepare(
+                "INSERT INTO node_days (node_id, day, seq, pass, fail, error, not_applicable, waived, blocking)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                                      $7::int8[], $8::int8[], $9::int8[])
+                 ON CONFLICT (node_id, day) DO UPDATE SET seq = excluded.seq, pass = excluded.pass,
+                   fail = excluded.fail, error = excluded.error, not_applicable = excluded.not_applicable,
+                   waived = excluded.waived, blocking = excluded.blocking
+                 WHERE excluded.seq >= node_days.seq",
+            )?,
+            advance_heads: prepare(
+                "UPDATE nodes SET head_seq = u.seq, head_hash = u.hash, last_created_ms = u.created, last_seen_ms = $5
+                 FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int8[]) AS u(id, seq, hash, created)
+                 WHERE nodes.id = u.id",
+            )?,
+        })
     }
 }
 
@@ -51,7 +148,30 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!("PostgreSQL schema migrations {applied:?} applied");
         }
-        Ok(PgStore { client })
+        let sql = Statements::prepare(&mut client)?;
+        Ok(PgStore { settings: settings.clone(), live: Some(Live { client, sql }) })
+    }
+
+    /// The open connection; a new one when the database closed the last.
+    fn live(&mut self) -> Result<&mut Live, StoreError> {
+        if self.live.as_ref().is_some_and(|l| l.client.is_closed()) {
+            tracing::warn!("the database closed the store's connection; connecting again");
+            self.live = None;
+        }
+        let live = match self.live.take() {
+            Some(live) => live,
+            None => {
+                let mut client = self.settings.conn()?;
+                let sql = Statements::prepare(&mut client)?;
+                tracing::info!("connected to the database again");
+                Live { client, sql }
+            }
+        };
+        Ok(self.live.insert(live))
+    }
+
+    fn client(&mut self) -> Result<&mut ::postgres::Client, StoreError> {
+        Ok(&mut *self.live()?.client)
     }
 }
 
@@ -92,15 +212,6 @@ fn counts_from_array(a: &[i64]) -> Option<Counts> {
     }
 }
 
-fn insert_event(tx: &mut impl GenericClient, e: &NodeEvent) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES ($1, $2, $3, $4, $5)",
-        &[&e.node_id, &e.seq.map(seq_i64), &e.kind, &e.detail, &e.at_ms],
-    )
-    .map_err(pg("recording an event"))?;
-    Ok(())
-}
-
 /// Check a one-time token and, when it is valid, mark it used, in one
 /// statement: of two replicas consuming the same token at once, exactly
 /// one sees the row change.
@@ -135,17 +246,39 @@ fn insert_node(tx: &mut impl GenericClient, node: &NewNode) -> Result<(), StoreE
 }
 
 /// What an ingest batch holds of one locked node.
+#[derive(Clone)]
 struct NodeState {
     chain: NodeChain,
     /// The last report indexed for the node: (index digest, full, counts).
     indexed: Option<([u8; 32], bool, Counts)>,
+    /// The chain advanced in this batch: its head is written at the end.
+    advanced: bool,
+    /// day -> (seq, counts) of the newest envelope stored this batch.
+    days: HashMap<i64, (i64, Counts)>,
+}
+
+/// The rows a batch writes at its end, in one statement per table.
+#[derive(Default)]
+struct Deferred<'b> {
+    envelopes: Vec<(&'b IngestItem, Option<Counts>)>,
+    /// (node, seq) -> body hash of the envelopes above, for the chain
+    /// judgement of a later envelope of the same batch.
+    hashes: HashMap<(&'b str, u64), [u8; 32]>,
+}
+
+fn insert_event(tx: &mut impl GenericClient, sql: &Statements, e: &NodeEvent) -> Result<(), StoreError> {
+    tx.execute(&sql.insert_event, &[&e.node_id, &e.seq.map(seq_i64), &e.kind, &e.detail, &e.at_ms])
+        .map_err(pg("recording an event"))?;
+    Ok(())
 }
 
 /// Index the report of a body, unless it is the report indexed last for
 /// the node. Returns the node's counts after it, or None when the report
-/// cannot be read (recorded as a `malformed_report` event).
+/// cannot be read (recorded as a `malformed_report` event). Only a changed
+/// report gets here, so its statements run at once rather than in bulk.
 fn index_body(
     tx: &mut Transaction<'_>,
+    sql: &Statements,
     state: &mut NodeState,
     item: &IngestItem,
     event: &dyn Fn(EventKind, String) -> NodeEvent,
@@ -158,17 +291,19 @@ fn index_body(
     {
         return Ok(Some(counts));
     }
+    let malformed =
+        |tx: &mut Transaction<'_>, detail: String| insert_event(tx, sql, &event(EventKind::MalformedReport, detail));
     let json = match report::decode(body) {
         Ok(j) => j,
         Err(e) => {
-            insert_event(tx, &event(EventKind::MalformedReport, format!("signed report cannot be read: {e}")))?;
+            malformed(tx, format!("signed report cannot be read: {e}"))?;
             return Ok(None);
         }
     };
     let parts = match IndexedReport::parse(&json) {
         Ok(p) => p,
         Err(e) => {
-            insert_event(tx, &event(EventKind::MalformedReport, format!("signed report is not a valid report: {e}")))?;
+            malformed(tx, format!("signed report is not a valid report: {e}"))?;
             return Ok(None);
         }
     };
@@ -176,52 +311,46 @@ fn index_body(
     let parsed = match ReportIndex::from_parts(parts) {
         Ok(r) => r,
         Err(e) => {
-            insert_event(tx, &event(EventKind::MalformedReport, format!("signed report is not a valid report: {e}")))?;
+            malformed(tx, format!("signed report is not a valid report: {e}"))?;
             return Ok(None);
         }
     };
     if !body.report_index_sha256.is_empty() && body.report_index_sha256.as_slice() != digest {
-        insert_event(
+        malformed(
             tx,
-            &event(
-                EventKind::MalformedReport,
-                format!(
-                    "report_index_sha256 {} does not match the signed report ({}); the report was indexed",
-                    hex(&body.report_index_sha256),
-                    hex(&digest)
-                ),
+            format!(
+                "report_index_sha256 {} does not match the signed report ({}); the report was indexed",
+                hex(&body.report_index_sha256),
+                hex(&digest)
             ),
         )?;
     }
     let mut latest: HashMap<String, LatestFinding> = HashMap::new();
-    for r in tx
-        .query(
-            "SELECT check_id, finding_json, status, severity FROM findings_latest WHERE node_id = $1",
-            &[&item.node_id],
-        )
-        .map_err(pg("loading findings"))?
-    {
-        let (check, json, status, severity): (String, String, String, String) =
+    for r in tx.query(&sql.load_latest, &[&item.node_id]).map_err(pg("loading findings"))? {
+        let (check, digest, status, severity): (String, Vec<u8>, String, String) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        if let Some(f) = LatestFinding::of_stored(&json, &status, &severity) {
+        let digest = <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
+            StoreError::Corrupt(format!("node {}: a finding digest of {} bytes", item.node_id, digest.len()))
+        })?;
+        if let Some(f) = LatestFinding::of_stored_digest(digest, &status, &severity) {
             latest.insert(check, f);
         }
     }
     let plan = index::plan(&mut latest, &parsed, full, |check| -> Result<_, StoreError> {
-        let stored: String = tx
-            .query_one(
-                "SELECT finding_json FROM findings_latest WHERE node_id = $1 AND check_id = $2",
-                &[&item.node_id, &check],
-            )
-            .map_err(pg("reading a stored finding"))?
-            .get(0);
+        let stored: String =
+            tx.query_one(&sql.stored_finding, &[&item.node_id, &check]).map_err(pg("reading a stored finding"))?.get(0);
         Ok(index::observed_of_stored(&stored))
     })?;
     let seq = seq_i64(body.seq);
+    // The plan's writes in three statements. A check's last write wins, as
+    // it would applying the steps one by one.
+    let mut changes: Vec<&index::FindingChange<'_>> = Vec::new();
+    let mut steps: Vec<(&str, Option<&index::LatestRow<'_>>)> = Vec::new();
     for op in &plan.ops {
         match op {
             IndexOp::Malformed { detail } => insert_event(
                 tx,
+                sql,
                 &NodeEvent {
                     node_id: item.node_id.clone(),
                     seq: Some(body.seq),
@@ -230,62 +359,61 @@ fn index_body(
                     at_ms: item.received_at_ms,
                 },
             )?,
-            IndexOp::Change(c) => {
-                tx.execute(
-                    "INSERT INTO finding_changes (node_id, check_id, family, seq, at_ms, old_status, new_status,
-                                                  old_observed, new_observed)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    &[
-                        &item.node_id,
-                        &c.check_id.as_ref(),
-                        &c.family.as_ref(),
-                        &seq,
-                        &body.created_at_unix_ms,
-                        &c.old_status.map(Status::as_str),
-                        &c.new_status.as_str(),
-                        &c.old_observed,
-                        &c.new_observed,
-                    ],
-                )
-                .map_err(pg("recording a finding change"))?;
-            }
-            IndexOp::Latest(f) => {
-                tx.execute(
-                    "INSERT INTO findings_latest (node_id, check_id, seq, status, severity, family, title, finding_json, changed_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (node_id, check_id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
-                       severity = excluded.severity, family = excluded.family, title = excluded.title,
-                       finding_json = excluded.finding_json, changed_ms = excluded.changed_ms",
-                    &[
-                        &item.node_id,
-                        &f.check_id.as_ref(),
-                        &seq,
-                        &f.status.as_str(),
-                        &f.severity.as_ref(),
-                        &f.family.as_ref(),
-                        &f.title.as_ref(),
-                        &f.finding_json,
-                        &body.created_at_unix_ms,
-                    ],
-                )
-                .map_err(pg("storing a finding"))?;
-            }
-            IndexOp::Forget { check_id } => {
-                tx.execute(
-                    "DELETE FROM findings_latest WHERE node_id = $1 AND check_id = $2",
-                    &[&item.node_id, check_id],
-                )
-                .map_err(pg("forgetting a finding"))?;
-            }
+            IndexOp::Change(c) => changes.push(c),
+            IndexOp::Latest(f) => steps.push((f.check_id.as_ref(), Some(f))),
+            IndexOp::Forget { check_id } => steps.push((check_id.as_str(), None)),
         }
+    }
+    let mut last_step: HashMap<&str, usize> = HashMap::new();
+    for (i, (check, _)) in steps.iter().enumerate() {
+        last_step.insert(check, i);
+    }
+    let writes: Vec<_> =
+        steps.iter().enumerate().filter(|(i, (check, _))| last_step.get(check) == Some(i)).map(|(_, w)| *w).collect();
+    if !changes.is_empty() {
+        let checks: Vec<&str> = changes.iter().map(|c| c.check_id.as_ref()).collect();
+        let families: Vec<&str> = changes.iter().map(|c| c.family.as_ref()).collect();
+        let old_status: Vec<Option<&str>> = changes.iter().map(|c| c.old_status.map(Status::as_str)).collect();
+        let new_status: Vec<&str> = changes.iter().map(|c| c.new_status.as_str()).collect();
+        let old_observed: Vec<Option<&str>> = changes.iter().map(|c| c.old_observed.as_deref()).collect();
+        let new_observed: Vec<Option<&str>> = changes.iter().map(|c| c.new_observed.as_deref()).collect();
+        tx.execute(
+            &sql.insert_changes,
+            &[
+                &item.node_id,
+                &checks,
+                &families,
+                &seq,
+                &body.created_at_unix_ms,
+                &old_status,
+                &new_status,
+                &old_observed,
+                &new_observed,
+            ],
+        )
+        .map_err(pg("recording finding changes"))?;
+    }
+    let forgotten: Vec<&str> = writes.iter().filter(|w| w.1.is_none()).map(|w| w.0).collect();
+    if !forgotten.is_empty() {
+        tx.execute(&sql.forget_latest, &[&item.node_id, &forgotten]).map_err(pg("forgetting findings"))?;
+    }
+    let latest: Vec<&index::LatestRow<'_>> = writes.iter().filter_map(|w| w.1).collect();
+    if !latest.is_empty() {
+        let checks: Vec<&str> = latest.iter().map(|f| f.check_id.as_ref()).collect();
+        let status: Vec<&str> = latest.iter().map(|f| f.status.as_str()).collect();
+        let severity: Vec<&str> = latest.iter().map(|f| f.severity.as_ref()).collect();
+        let family: Vec<&str> = latest.iter().map(|f| f.family.as_ref()).collect();
+        let title: Vec<&str> = latest.iter().map(|f| f.title.as_ref()).collect();
+        let json: Vec<&str> = latest.iter().map(|f| f.finding_json).collect();
+        tx.execute(
+            &sql.upsert_latest,
+            &[&item.node_id, &checks, &seq, &status, &severity, &family, &title, &json, &body.created_at_unix_ms],
+        )
+        .map_err(pg("storing findings"))?;
     }
     let d = NodeDescription::of(&parsed);
     tx.execute(
-        "UPDATE nodes SET os_pretty = COALESCE($2, os_pretty), kernel = COALESCE($3, kernel),
-                          agent_version = COALESCE($4, agent_version), profile = COALESCE($5, profile),
-                          hostname = COALESCE($6, hostname),
-                          index_digest = $7, index_full = $8, index_counts = $9
-         WHERE id = $1",
+        &sql.describe_node,
         &[
             &item.node_id,
             &d.os_pretty,
@@ -303,11 +431,14 @@ fn index_body(
     Ok(Some(plan.counts))
 }
 
-/// Judge and store one envelope of a locked node.
-fn ingest_one(
+/// Judge one envelope of a locked node; when it is stored, its rows join
+/// `deferred` (and the node's head and day move in `state`).
+fn ingest_one<'b>(
     tx: &mut Transaction<'_>,
+    sql: &Statements,
     state: &mut NodeState,
-    item: &IngestItem,
+    deferred: &mut Deferred<'b>,
+    item: &'b IngestItem,
     now_ms: i64,
 ) -> Result<IngestResult, StoreError> {
     let body = &item.body;
@@ -321,12 +452,13 @@ fn ingest_one(
     let hash = item.body_sha256;
     let judgement = {
         let chain = state.chain;
+        let pending = &deferred.hashes;
         judge::judge(&chain, body, &hash, now_ms, |seq| -> Result<Option<[u8; 32]>, StoreError> {
+            if let Some(h) = pending.get(&(item.node_id.as_str(), seq)) {
+                return Ok(Some(*h));
+            }
             let row = tx
-                .query_opt(
-                    "SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2",
-                    &[&item.node_id, &seq_i64(seq)],
-                )
+                .query_opt(&sql.envelope_hash, &[&item.node_id, &seq_i64(seq)])
                 .map_err(pg("looking up an envelope"))?;
             row.map(|r| {
                 let h: Vec<u8> = r.get(0);
@@ -338,62 +470,173 @@ fn ingest_one(
         })?
     };
     for e in &judgement.events {
-        insert_event(tx, &event(e.kind, e.detail.clone()))?;
+        insert_event(tx, sql, &event(e.kind, e.detail.clone()))?;
     }
     match judgement.admission {
         Admission::Store => {}
         Admission::AckHead => return Ok(IngestResult::Acked { head_seq: state.chain.head_seq() }),
         Admission::Refuse { reason } => return Ok(IngestResult::Refused { reason }),
     }
-    let counts = if body.report_json.is_empty() { None } else { index_body(tx, state, item, &event)? };
+    let counts = if body.report_json.is_empty() { None } else { index_body(tx, sql, state, item, &event)? };
     let seq = seq_i64(body.seq);
-    tx.execute(
-        "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger,
-                                pass, fail, error, not_applicable, waived, blocking)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        &[
-            &item.node_id,
-            &seq,
-            &&item.body_bytes[..],
-            &item.signature,
-            &hash.as_slice(),
-            &body.created_at_unix_ms,
-            &item.received_at_ms,
-            &body.trigger,
-            &counts.map(|c| c.pass),
-            &counts.map(|c| c.fail),
-            &counts.map(|c| c.error),
-            &counts.map(|c| c.not_applicable),
-            &counts.map(|c| c.waived),
-            &counts.map(|c| c.blocking),
-        ],
-    )
-    .map_err(pg("storing an envelope"))?;
+    deferred.envelopes.push((item, counts));
+    deferred.hashes.insert((item.node_id.as_str(), body.seq), hash);
     if let Some(c) = counts {
         let day = body.created_at_unix_ms.div_euclid(DAY_MS);
-        tx.execute(
-            "INSERT INTO node_days (node_id, day, seq, pass, fail, error, not_applicable, waived, blocking)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (node_id, day) DO UPDATE SET seq = excluded.seq, pass = excluded.pass,
-               fail = excluded.fail, error = excluded.error, not_applicable = excluded.not_applicable,
-               waived = excluded.waived, blocking = excluded.blocking
-             WHERE excluded.seq >= node_days.seq",
-            &[&item.node_id, &day, &seq, &c.pass, &c.fail, &c.error, &c.not_applicable, &c.waived, &c.blocking],
-        )
-        .map_err(pg("storing the node's day"))?;
+        let newest = state.days.get(&day).is_none_or(|(s, _)| seq >= *s);
+        if newest {
+            state.days.insert(day, (seq, c));
+        }
     }
-    tx.execute(
-        "UPDATE nodes SET head_seq = $2, head_hash = $3, last_created_ms = $4, last_seen_ms = $5 WHERE id = $1",
-        &[&item.node_id, &seq, &hash.as_slice(), &body.created_at_unix_ms, &now_ms],
-    )
-    .map_err(pg("updating the node head"))?;
     state.chain = state.chain.advanced(body, hash);
+    state.advanced = true;
     Ok(IngestResult::Acked { head_seq: body.seq })
+}
+
+/// Write what a batch deferred: its envelopes, the nodes' days and heads.
+fn write_deferred(
+    tx: &mut Transaction<'_>,
+    sql: &Statements,
+    deferred: &Deferred<'_>,
+    states: &HashMap<String, NodeState>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if !deferred.envelopes.is_empty() {
+        let rows = &deferred.envelopes;
+        let count =
+            |f: fn(&Counts) -> i64| -> Vec<Option<i64>> { rows.iter().map(|(_, c)| c.as_ref().map(f)).collect() };
+        let node_ids: Vec<&str> = rows.iter().map(|(i, _)| i.node_id.as_str()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|(i, _)| seq_i64(i.body.seq)).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|(i, _)| &i.body_bytes[..]).collect();
+        let signatures: Vec<&[u8]> = rows.iter().map(|(i, _)| i.signature.as_slice()).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|(i, _)| i.body_sha256.as_slice()).collect();
+        let created: Vec<i64> = rows.iter().map(|(i, _)| i.body.created_at_unix_ms).collect();
+        let received: Vec<i64> = rows.iter().map(|(i, _)| i.received_at_ms).collect();
+        let triggers: Vec<i32> = rows.iter().map(|(i, _)| i.body.trigger).collect();
+        tx.execute(
+            &sql.insert_envelopes,
+            &[
+                &node_ids,
+                &seqs,
+                &bodies,
+                &signatures,
+                &hashes,
+                &created,
+                &received,
+                &triggers,
+                &count(|c| c.pass),
+                &count(|c| c.fail),
+                &count(|c| c.error),
+                &count(|c| c.not_applicable),
+                &count(|c| c.waived),
+                &count(|c| c.blocking),
+            ],
+        )
+        .map_err(pg("storing envelopes"))?;
+    }
+    let mut days: Vec<(&str, i64, i64, Counts)> = Vec::new();
+    let mut heads: Vec<(&str, i64, [u8; 32], i64)> = Vec::new();
+    for (id, state) in states {
+        days.extend(state.days.iter().map(|(day, (seq, c))| (id.as_str(), *day, *seq, *c)));
+        if state.advanced
+            && let (Some(head), Some(created)) = (state.chain.head, state.chain.last_created_ms)
+        {
+            heads.push((id.as_str(), seq_i64(head.seq), head.hash, created));
+        }
+    }
+    if !days.is_empty() {
+        let col = |f: fn(&Counts) -> i64| -> Vec<i64> { days.iter().map(|d| f(&d.3)).collect() };
+        let ids: Vec<&str> = days.iter().map(|d| d.0).collect();
+        let day: Vec<i64> = days.iter().map(|d| d.1).collect();
+        let seq: Vec<i64> = days.iter().map(|d| d.2).collect();
+        tx.execute(
+            &sql.upsert_days,
+            &[
+                &ids,
+                &day,
+                &seq,
+                &col(|c| c.pass),
+                &col(|c| c.fail),
+                &col(|c| c.error),
+                &col(|c| c.not_applicable),
+                &col(|c| c.waived),
+                &col(|c| c.blocking),
+            ],
+        )
+        .map_err(pg("storing the nodes' days"))?;
+    }
+    if !heads.is_empty() {
+        let ids: Vec<&str> = heads.iter().map(|h| h.0).collect();
+        let seqs: Vec<i64> = heads.iter().map(|h| h.1).collect();
+        let hashes: Vec<&[u8]> = heads.iter().map(|h| h.2.as_slice()).collect();
+        let created: Vec<i64> = heads.iter().map(|h| h.3).collect();
+        tx.execute(&sql.advance_heads, &[&ids, &seqs, &hashes, &created, &now_ms])
+            .map_err(pg("updating the node heads"))?;
+    }
+    Ok(())
+}
+
+/// Lock the nodes of a batch (in id order, so that two replicas' batches
+/// never wait on each other in a circle) and read their chains.
+fn lock_nodes(
+    tx: &mut Transaction<'_>,
+    sql: &Statements,
+    batch: &[&IngestItem],
+) -> Result<HashMap<String, NodeState>, StoreError> {
+    let mut ids: Vec<&str> = batch.iter().map(|i| i.node_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut states = HashMap::new();
+    for r in tx.query(&sql.lock_nodes, &[&ids]).map_err(pg("locking the nodes of a batch"))? {
+        let head_seq: i64 = r.get(2);
+        let head = match (u64::try_from(head_seq), hash32(r.get(3))) {
+            (Ok(seq), Some(hash)) if seq > 0 => Some(ChainHead { seq, hash }),
+            _ => None,
+        };
+        let indexed = match (hash32(r.get(5)), r.get::<_, Option<bool>>(6), r.get::<_, Option<Vec<i64>>>(7)) {
+            (Some(d), Some(full), Some(c)) => counts_from_array(&c).map(|c| (d, full, c)),
+            _ => None,
+        };
+        let chain = NodeChain { revoked: r.get::<_, Option<i64>>(1).is_some(), head, last_created_ms: r.get(4) };
+        states.insert(r.get(0), NodeState { chain, indexed, advanced: false, days: HashMap::new() });
+    }
+    Ok(states)
+}
+
+/// Judge and store `batch` in one transaction. An error from any envelope
+/// fails the whole transaction (it is rolled back on return): the caller
+/// then stores the envelopes one transaction each, so that the error stays
+/// with its envelope.
+fn ingest_together(
+    client: &mut ::postgres::Client,
+    sql: &Statements,
+    batch: &[&IngestItem],
+    failures: &BatchFailures,
+    now_ms: i64,
+) -> Result<Vec<IngestResult>, StoreError> {
+    let mut tx = client.transaction().map_err(pg("starting an ingest transaction"))?;
+    let mut states = lock_nodes(&mut tx, sql, batch)?;
+    let mut deferred = Deferred::default();
+    let mut results = Vec::with_capacity(batch.len());
+    for &item in batch {
+        let Some(state) = states.get_mut(&item.node_id) else {
+            results.push(IngestResult::Refused { reason: "unknown node".into() });
+            continue;
+        };
+        if let Some(r) = failures.precheck(item) {
+            results.push(r);
+            continue;
+        }
+        results.push(ingest_one(&mut tx, sql, state, &mut deferred, item, now_ms)?);
+    }
+    write_deferred(&mut tx, sql, &deferred, &states, now_ms)?;
+    tx.commit().map_err(pg("committing an ingest transaction"))?;
+    Ok(results)
 }
 
 impl Store for PgStore {
     fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError> {
-        self.client
+        self.client()?
             .execute(
                 "INSERT INTO tokens (sha256, created_ms, expires_ms) VALUES ($1, $2, $3)",
                 &[&token_sha256.as_slice(), &created_ms, &expires_ms],
@@ -403,15 +646,15 @@ impl Store for PgStore {
     }
 
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
-        use_token(&mut *self.client, token_sha256, now_ms)
+        use_token(self.client()?, token_sha256, now_ms)
     }
 
     fn insert_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
-        insert_node(&mut *self.client, node)
+        insert_node(self.client()?, node)
     }
 
     fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError> {
-        let mut tx = self.client.transaction().map_err(pg("starting an enrollment"))?;
+        let mut tx = self.client()?.transaction().map_err(pg("starting an enrollment"))?;
         let verdict = use_token(&mut tx, token_sha256, now_ms)?;
         if verdict == TokenUse::Accepted {
             insert_node(&mut tx, node)?;
@@ -422,82 +665,64 @@ impl Store for PgStore {
 
     fn revoke_node(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let n = self
-            .client
+            .client()?
             .execute("UPDATE nodes SET revoked_ms = COALESCE(revoked_ms, $2) WHERE id = $1", &[&id, &now_ms])
             .map_err(pg("revoking a node"))?;
         Ok(n > 0)
     }
 
     fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError> {
-        let mut tx = self.client.transaction().map_err(pg("starting an ingest transaction"))?;
-        // Lock every node of the batch, in id order, before judging.
-        let mut ids: Vec<&str> = batch.iter().map(|i| i.node_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut states: HashMap<String, NodeState> = HashMap::new();
-        for r in tx
-            .query(
-                "SELECT id, revoked_ms, head_seq, head_hash, last_created_ms, index_digest, index_full, index_counts
-                 FROM nodes WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .map_err(pg("locking the nodes of a batch"))?
-        {
-            let head_seq: i64 = r.get(2);
-            let head = match (u64::try_from(head_seq), hash32(r.get(3))) {
-                (Ok(seq), Some(hash)) if seq > 0 => Some(ChainHead { seq, hash }),
-                _ => None,
-            };
-            let indexed = match (hash32(r.get(5)), r.get::<_, Option<bool>>(6), r.get::<_, Option<Vec<i64>>>(7)) {
-                (Some(d), Some(full), Some(c)) => counts_from_array(&c).map(|c| (d, full, c)),
-                _ => None,
-            };
-            let chain = NodeChain { revoked: r.get::<_, Option<i64>>(1).is_some(), head, last_created_ms: r.get(4) };
-            states.insert(r.get(0), NodeState { chain, indexed });
-        }
+        let Live { client, sql } = self.live()?;
+        let all: Vec<&IngestItem> = batch.iter().collect();
         let mut failures = BatchFailures::default();
+        let error = match ingest_together(client, sql, &all, &failures, now_ms) {
+            Ok(results) => return Ok(results),
+            Err(e) => e,
+        };
+        // A lost connection fails every envelope alike: nothing was stored,
+        // nothing is acked, the agents resend.
+        if client.is_closed() {
+            return Err(error);
+        }
+        tracing::warn!(
+            "an ingest transaction of {} envelopes failed ({error}); storing them one transaction each",
+            batch.len()
+        );
         let mut results = Vec::with_capacity(batch.len());
-        for item in batch {
-            let Some(state) = states.get_mut(&item.node_id) else {
-                results.push(IngestResult::Refused { reason: "unknown node".into() });
-                continue;
-            };
-            if let Some(r) = failures.precheck(item) {
-                results.push(r);
-                continue;
-            }
-            // One envelope, one savepoint: an error undoes this envelope's
-            // rows only, never another node's in the same transaction.
-            let saved = (state.chain, state.indexed);
-            let mut sp = tx.savepoint("envelope").map_err(pg("starting an envelope savepoint"))?;
-            match ingest_one(&mut sp, state, item, now_ms) {
-                Ok(r) => {
-                    sp.commit().map_err(pg("releasing an envelope savepoint"))?;
-                    results.push(r);
-                }
-                Err(e) => {
-                    drop(sp);
-                    (state.chain, state.indexed) = saved;
-                    results.push(failures.failed(item, e.to_string()));
-                }
+        for item in &all {
+            match ingest_together(client, sql, std::slice::from_ref(item), &failures, now_ms) {
+                Ok(mut r) => results.append(&mut r),
+                Err(e) if client.is_closed() => return Err(e),
+                Err(e) => results.push(failures.failed(item, e.to_string())),
             }
         }
-        for e in failures.events(now_ms) {
-            insert_event(&mut tx, &e)?;
+        let events = failures.events(now_ms);
+        if !events.is_empty() {
+            let recorded = client.transaction().map_err(pg("starting a transaction")).and_then(|mut tx| {
+                for e in &events {
+                    insert_event(&mut tx, sql, e)?;
+                }
+                tx.commit().map_err(pg("recording store failures"))
+            });
+            if let Err(e) = recorded {
+                // The envelopes' own transactions are committed: their
+                // results stand; the failures are in the log above.
+                tracing::error!("recording {} store_failed events failed: {e}", events.len());
+            }
         }
-        tx.commit().map_err(pg("committing an ingest transaction"))?;
         Ok(results)
     }
 
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError> {
-        insert_event(&mut *self.client, event)
+        let Live { client, sql } = self.live()?;
+        insert_event(&mut **client, sql, event)
     }
 }
 
 impl EvidenceRead for PgStore {
     fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
         let row = self
-            .client
+            .client()?
             .query_opt(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"), &[&id])
             .map_err(pg("reading a node"))?;
         Ok(row.as_ref().map(node_from_row))
@@ -505,7 +730,7 @@ impl EvidenceRead for PgStore {
 
     fn nodes(&mut self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = self
-            .client
+            .client()?
             .query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"), &[])
             .map_err(pg("listing nodes"))?;
         Ok(rows.iter().map(node_from_row).collect())
@@ -513,7 +738,7 @@ impl EvidenceRead for PgStore {
 
     fn events(&mut self, node_id: &str) -> Result<Vec<NodeEvent>, StoreError> {
         let rows = self
-            .client
+            .client()?
             .query("SELECT node_id, seq, kind, detail, at_ms FROM events WHERE node_id = $1 ORDER BY id", &[&node_id])
             .map_err(pg("listing events"))?;
         Ok(rows
@@ -530,7 +755,7 @@ impl EvidenceRead for PgStore {
 
     fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError> {
         let rows = self
-            .client
+            .client()?
             .query("SELECT seq, body, signature FROM envelopes WHERE node_id = $1 ORDER BY seq", &[&node_id])
             .map_err(pg("listing envelopes"))?;
         Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1), r.get(2))).collect())
@@ -538,7 +763,7 @@ impl EvidenceRead for PgStore {
 
     fn envelope_span(&mut self, node_id: &str, from_ms: i64, to_ms: i64) -> Result<Option<(u64, u64)>, StoreError> {
         let r = self
-            .client
+            .client()?
             .query_one(
                 "SELECT min(seq), max(seq) FROM envelopes WHERE node_id = $1 AND created_ms BETWEEN $2 AND $3",
                 &[&node_id, &from_ms, &to_ms],
@@ -560,7 +785,7 @@ impl EvidenceRead for PgStore {
     ) -> Result<Vec<EvidenceEnvelope>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .client
+            .client()?
             .query(
                 "SELECT seq, body, signature, created_ms, received_ms FROM envelopes
                  WHERE node_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq LIMIT $4",
@@ -581,7 +806,7 @@ impl EvidenceRead for PgStore {
 
     fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let row = self
-            .client
+            .client()?
             .query_opt("SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2", &[&node_id, &seq_i64(seq)])
             .map_err(pg("looking up an envelope hash"))?;
         Ok(row.and_then(|r| hash32(r.get(0))))
