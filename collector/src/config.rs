@@ -141,10 +141,24 @@ fn store_location(raw: &RawConfig, data_dir: &Path, env_password: Option<String>
         // A relative path is relative to data_dir.
         return Ok(StoreLocation::Sqlite(data_dir.join(path)));
     }
+    let settings =
+        postgres_settings(url, raw.store_password_file.as_deref(), raw.store_ca_file.as_deref(), env_password)?;
+    Ok(StoreLocation::Postgres(Box::new(settings)))
+}
+
+/// A PostgreSQL store's settings from its URL, the file holding its
+/// password (else `env_password`, from KOSMOS_COLLECTOR_STORE_PASSWORD) and
+/// the file of its CA certificates. Errors name the option at fault.
+pub fn postgres_settings(
+    url: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<&Path>,
+    env_password: Option<String>,
+) -> Result<PgSettings, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err("store_url: sqlite:PATH or postgres://USER@HOST/DATABASE".into());
     }
-    let password = match &raw.store_password_file {
+    let password = match password_file {
         Some(file) => {
             let text = read_small(file, 4096, "store_password_file")?;
             // One trailing newline is the file's, not the password's.
@@ -157,13 +171,12 @@ fn store_location(raw: &RawConfig, data_dir: &Path, env_password: Option<String>
         }
         None => env_password.filter(|p| !p.is_empty()),
     };
-    let ca = match &raw.store_ca_file {
+    let ca = match ca_file {
         Some(file) => Some((file.display().to_string(), read_small(file, 1 << 20, "store_ca_file")?)),
         None => None,
     };
-    let settings = PgSettings::new(url, password.as_deref(), ca.as_ref().map(|(p, pem)| (p.as_str(), pem.as_str())))
-        .map_err(|e| e.to_string())?;
-    Ok(StoreLocation::Postgres(Box::new(settings)))
+    PgSettings::new(url, password.as_deref(), ca.as_ref().map(|(p, pem)| (p.as_str(), pem.as_str())))
+        .map_err(|e| e.to_string())
 }
 
 impl Config {

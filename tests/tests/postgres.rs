@@ -566,3 +566,124 @@ fn two_collector_replicas_on_one_database_serve_one_fleet() {
     let log = std::fs::read_to_string(&b_log).unwrap();
     assert!(!log.contains("panicked"), "collector B's log:\n{log}");
 }
+
+/// `kosmos-collector store migrate`: a SQLite store that real agents wrote
+/// is copied to PostgreSQL verbatim and verified; the same fleet report
+/// comes out of both; an interrupted copy resumes from where it stopped;
+/// a finished copy or a database that holds rows is never written again;
+/// and the agents' chains continue on a collector serving the copy.
+#[test]
+fn a_sqlite_store_moves_to_postgres_verbatim_and_resumably() {
+    use kosmos_e2e::{Agent, Collector, repo, run};
+
+    let Some(pg) = TempPostgres::start("store migrate") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let lite_dir = tmp.path().join("lite");
+    let mut lite = Collector::start(&lite_dir, 0);
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let (code, out, err) = agent.enroll(&lite, &lite.token("1h"), &lite.fingerprint());
+    assert_eq!(code, 0, "{out}{err}");
+    agent.configure(&lite.url(), &repo().join("tests/fixtures/hardened"), "");
+    let gone = Agent::new(&tmp.path().join("gone"));
+    assert_eq!(gone.enroll(&lite, &lite.token("1h"), &lite.fingerprint()).0, 0);
+    gone.configure(&lite.url(), &repo().join("tests/fixtures/minimal"), "");
+    for a in [&agent, &agent, &gone] {
+        let (code, out, err) = a.run_once();
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    lite.revoke(&gone.node_id());
+    let _unused_token = lite.token("1h");
+    lite.stop();
+
+    let (pw, ca) = (tmp.path().join("db-password"), tmp.path().join("db-ca.pem"));
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(&ca, &pg.ca_pem).unwrap();
+    let migrate = || {
+        run(Collector::cmd(&lite_dir)
+            .args(["store", "migrate", "--to", &pg.url()])
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--ca-file")
+            .arg(&ca))
+    };
+    let (code, out, err) = migrate();
+    assert_eq!(code, 0, "store migrate: {out}{err}\n{}", pg.log());
+    assert!(out.contains("verified: row counts, 2 nodes' chain heads"), "{out}");
+    assert!(out.contains("envelopes 3"), "{out}");
+    assert!(err.contains("verified: an evidence bundle of every node (3 envelopes)"), "{err}");
+
+    // Verbatim: every envelope's bytes, the nodes, the tokens.
+    let lite_store = || kosmos_collector::store::sqlite::SqliteStore::open(&lite_dir.join("collector.db")).unwrap();
+    let mut copy = PgStore::open(&settings(&pg, PASSWORD, &pg.ca_pem)).unwrap();
+    let mut source = lite_store();
+    for node in [agent.node_id(), gone.node_id()] {
+        assert_eq!(source.envelopes(&node).unwrap(), copy.envelopes(&node).unwrap(), "{node}'s envelopes");
+        assert_eq!(
+            format!("{:?}", source.node(&node).unwrap()),
+            format!("{:?}", copy.node(&node).unwrap()),
+            "{node}'s record"
+        );
+        assert_eq!(format!("{:?}", source.events(&node).unwrap()), format!("{:?}", copy.events(&node).unwrap()));
+    }
+    assert!(copy.node(&gone.node_id()).unwrap().unwrap().revoked_at_ms.is_some());
+
+    // A finished copy is not written again.
+    let (code, out, err) = migrate();
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("finished already"), "{err}");
+
+    // An interrupted copy resumes: more envelopes in the source, the
+    // marker of an unfinished copy, and only the new ones travel.
+    let mut lite = Collector::start(&lite_dir, 0);
+    agent.configure(&lite.url(), &repo().join("tests/fixtures/hardened"), "");
+    assert_eq!(agent.run_once().0, 0);
+    lite.stop();
+    let mut client = settings(&pg, PASSWORD, &pg.ca_pem).connect().unwrap();
+    client.execute("UPDATE store_migration SET finished_ms = NULL", &[]).unwrap();
+    let (code, out, err) = migrate();
+    assert_eq!(code, 0, "resumed store migrate: {out}{err}");
+    assert!(out.contains("(resumed)") && out.contains("envelopes 4"), "{out}");
+    assert!(err.contains("envelopes: 1 rows copied"), "only the new envelope travels: {err}");
+
+    // The same fleet report from both stores.
+    let pg_dir = tmp.path().join("pg");
+    let tls = format!(
+        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
+        lite_dir.display()
+    );
+    collector_on(&pg, &pg_dir, &tls);
+    let report = |dir: &std::path::Path| {
+        let (code, out, err) = run(Collector::cmd(dir).args([
+            "report",
+            "--format",
+            "json",
+            "--findings",
+            "all",
+            "--as-of",
+            "2030-01-01",
+            "--since",
+            "2000-01-01",
+        ]));
+        assert_eq!(code, 0, "{err}");
+        let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_object_mut().unwrap().remove("generated_at");
+        v
+    };
+    assert_eq!(report(&lite_dir), report(&pg_dir));
+
+    // The chain goes on at a collector serving the copy.
+    let served = Collector::start(&pg_dir, 0);
+    agent.configure(&served.url(), &repo().join("tests/fixtures/hardened"), "");
+    let (code, out, err) = agent.run_once();
+    assert_eq!(code, 0, "{out}{err}");
+    let seqs: Vec<u64> = copy.envelopes(&agent.node_id()).unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(copy.events(&agent.node_id()).unwrap().is_empty());
+    drop(served);
+
+    // A database with rows and no unfinished copy of this source is refused.
+    client.execute("DELETE FROM store_migration", &[]).unwrap();
+    let (code, _, err) = migrate();
+    assert_ne!(code, 0);
+    assert!(err.contains("holds rows: a store is copied only into an empty database"), "{err}");
+}

@@ -14,6 +14,7 @@
 
 pub mod index;
 pub mod judge;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 pub mod writer;

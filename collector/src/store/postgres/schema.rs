@@ -118,6 +118,19 @@ CREATE INDEX events_by_node ON events (node_id, id);
         // CPU under ingest. Stored out of line as they are.
         "ALTER TABLE envelopes ALTER COLUMN body SET STORAGE EXTERNAL;",
     ),
+    (
+        3,
+        // `kosmos-collector store migrate`: where the store was copied from,
+        // how far the envelopes' copy went (the source's row id), and when
+        // it finished. At most one row. Kept after the copy: provenance.
+        "CREATE TABLE store_migration (
+             source TEXT NOT NULL,
+             started_ms BIGINT NOT NULL,
+             envelopes_through_id BIGINT NOT NULL,
+             finished_ms BIGINT,
+             one_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one_row)
+         );",
+    ),
 ];
 
 /// The newest schema version this binary knows.
