@@ -106,10 +106,16 @@ impl Collector {
     /// [`Collector::start`], with the collector's stderr going to `stderr`
     /// (a file, for a test that reads the log).
     pub fn start_with_stderr(data_dir: &Path, port: u16, stderr: Stdio) -> Collector {
+        Self::start_on(data_dir, &format!("127.0.0.1:{port}"), stderr)
+    }
+
+    /// A collector whose gRPC endpoint listens on `grpc_listen` (another
+    /// loopback address, e.g. `127.0.0.2:PORT`).
+    pub fn start_on(data_dir: &Path, grpc_listen: &str, stderr: Stdio) -> Collector {
         Self::prepare(data_dir);
         let _ = std::fs::remove_file(data_dir.join("grpc.addr"));
         let mut child = Self::cmd(data_dir)
-            .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}"), "--http-listen", "127.0.0.1:0"])
+            .args(["serve", "--grpc-listen", grpc_listen, "--http-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

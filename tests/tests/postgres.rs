@@ -855,3 +855,56 @@ async fn futures_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     }
     out
 }
+
+/// `collector_url` naming one host with several addresses (a DNS name in
+/// front of the replicas): the agent reaches the next address when the
+/// first is down. The name is the agent's own, in a mount namespace whose
+/// /etc/hosts gives `collector.test` two loopback addresses, each with a
+/// replica on the same port.
+#[test]
+fn one_collector_name_with_two_addresses_fails_over_between_them() {
+    use kosmos_e2e::{Agent, Collector, repo, run};
+    use std::process::Command;
+
+    if run(Command::new("unshare").args(["--mount", "true"])).0 != 0 {
+        kosmos_e2e::cannot_run("one name, two addresses", "unshare --mount is not available (needs root)");
+        return;
+    }
+    let Some(pg) = TempPostgres::start("one name, two addresses") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    collector_on(&pg, &a_dir, "server_names = [\"collector.test\"]\n");
+    let mut a = Collector::start(&a_dir, 0);
+    let tls = format!(
+        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
+        a_dir.display()
+    );
+    collector_on(&pg, &b_dir, &tls);
+    let _b = Collector::start_on(&b_dir, &format!("127.0.0.2:{}", a.port()), std::process::Stdio::inherit());
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 collector.test\n127.0.0.2 collector.test\n").unwrap();
+
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let (code, out, err) = agent.enroll(&a, &a.token("1h"), &a.fingerprint());
+    assert_eq!(code, 0, "{out}{err}");
+    agent.configure(&format!("https://collector.test:{}", a.port()), &repo().join("tests/fixtures/hardened"), "");
+    // The agent, with the namespace's /etc/hosts (arguments passed as
+    // positional parameters, never interpolated into the script).
+    let run_once = || {
+        run(Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", "mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"", "sh"])
+            .arg(&hosts)
+            .arg(&agent.binary)
+            .args(["run", "--once", "--timeout", "30", "--config"])
+            .arg(&agent.config)
+            .env("KOSMOS_AGENT_LOG", "warn"))
+    };
+    let (code, out, err) = run_once();
+    assert_eq!(code, 0, "delivered through the name's first address: {out}{err}");
+    a.kill9();
+    let (code, out, err) = run_once();
+    assert_eq!(code, 0, "delivered through the name's second address once the first is down: {out}{err}");
+    let mut store = PgStore::open(&settings(&pg, PASSWORD, &pg.ca_pem)).unwrap();
+    let seqs: Vec<u64> = store.envelopes(&agent.node_id()).unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2]);
+}
