@@ -5,6 +5,9 @@
 #   - the dashboard: time to first snapshot, then the fleet page and /metrics
 #     (curl's total time, median of 20 requests each) with the collector serving.
 # Usage: bash bench/fleet.sh
+#   STORE_URL=postgres://USER@HOST/DB  the same on PostgreSQL: the cached SQLite
+#     store is first copied into that (empty) database with `store migrate`
+#     (timed; --no-evidence-check, as the synthetic store has no envelopes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-10000}; CHECKS=${CHECKS:-150}; DAYS=${DAYS:-30}
@@ -18,16 +21,26 @@ fi
 : > "$store/collector.toml"
 echo "store: $(du -h "$store/collector.db" | cut -f1) ($NODES nodes x $CHECKS checks x $DAYS days)"
 out=$(mktemp -d /tmp/kna-fleet-XXXX)
+config=$store/collector.toml
+if [ -n "${STORE_URL:-}" ]; then
+  /usr/bin/time -f "%e %M" -o "$out/time" $bin/kosmos-collector --config "$config" --data-dir "$store" \
+    store migrate --to "$STORE_URL" --no-evidence-check > "$out/migrate.out" 2> "$out/migrate.err" \
+    || { cat "$out/migrate.err"; exit 1; }
+  read -r wall rss < "$out/time"
+  echo "store migrate to PostgreSQL: ${wall} s wall, $((rss / 1024)) MiB peak RSS"
+  config=$store/collector-pg.toml
+  printf 'store_url = "%s"\n' "$STORE_URL" > "$config"
+fi
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 for fmt in html json csv md junit; do
   for run in 1 2 3; do
-    /usr/bin/time -f "%e %M" -o "$out/time" $bin/kosmos-collector --config "$store/collector.toml" --data-dir "$store" \
+    /usr/bin/time -f "%e %M" -o "$out/time" $bin/kosmos-collector --config "$config" --data-dir "$store" \
       report --format $fmt --out "$out/report.$fmt"
     read -r wall rss < "$out/time"
     echo "report --format $fmt run $run: ${wall} s wall, $((rss / 1024)) MiB peak RSS, $(du -h "$out/report.$fmt" | cut -f1) written"
   done
 done
-$bin/kosmos-collector --config "$store/collector.toml" --data-dir "$store" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$out/serve.log" 2> "$out/serve.err" &
+$bin/kosmos-collector --config "$config" --data-dir "$store" serve --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 > "$out/serve.log" 2> "$out/serve.err" &
 pid=$!
 t0=$(date +%s.%N)
 for _ in $(seq 600); do [ -s "$store/http.addr" ] && grep -q dashboard "$out/serve.log" && break; sleep 0.05; done

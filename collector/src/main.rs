@@ -24,9 +24,10 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let code = e.exit_code();
             let e = anyhow::Error::from(e);
             eprintln!("kosmos-collector: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

@@ -908,3 +908,66 @@ fn one_collector_name_with_two_addresses_fails_over_between_them() {
     let seqs: Vec<u64> = store.envelopes(&agent.node_id()).unwrap().iter().map(|e| e.0).collect();
     assert_eq!(seqs, [1, 2]);
 }
+
+/// A database that cannot be reached at start is not a configuration
+/// error: the collector exits 1, which systemd restarts (exit 2, which it
+/// does not, is for what a restart cannot fix). A replica started while
+/// the database is still coming up must come back by itself.
+#[test]
+fn an_unreachable_database_at_start_exits_1_and_a_bad_store_url_exits_2() {
+    use kosmos_e2e::{Collector, run};
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    Collector::prepare(tmp.path());
+    std::fs::write(
+        tmp.path().join("collector.toml"),
+        format!("store_url = \"postgres://kosmos@127.0.0.1:{port}/kosmos\"\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run(Collector::cmd(tmp.path()).args(["serve", "--grpc-listen", "127.0.0.1:0"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+    std::fs::write(tmp.path().join("collector.toml"), "store_url = \"postgres://kosmos@db.example.com/kosmos\"\n")
+        .unwrap();
+    let (code, _, err) = run(Collector::cmd(tmp.path()).args(["serve", "--grpc-listen", "127.0.0.1:0"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sslmode=require"), "{err}");
+}
+
+/// The readers (fleet reports, the dashboard, node pages) take their
+/// connections from one pool shared by every clone of the settings: fifty
+/// reads hold one connection, not fifty; a database restart closes the
+/// pooled connection, and the next read gets a new one.
+#[test]
+fn readers_share_a_pool_that_survives_a_database_restart() {
+    use kosmos_collector::store::StoreLocation;
+    let Some(pg) = TempPostgres::start("readers' pool") else { return };
+    let s = settings(&pg, PASSWORD, &pg.ca_pem);
+    drop(PgStore::open(&s).unwrap());
+    let location = StoreLocation::Postgres(Box::new(s.clone()));
+    let backends = || -> i64 {
+        s.connect()
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // The store's connection may still be closing.
+    kosmos_e2e::wait_for("the store's connection to close", std::time::Duration::from_secs(10), || backends() == 0);
+    for _ in 0..50 {
+        let shared = location.clone();
+        let mut reader = shared.fleet_reader().unwrap();
+        reader.change_token().unwrap();
+    }
+    // Kept open, idle, for the next read.
+    assert_eq!(backends(), 1, "fifty reads, one pooled connection");
+    pg.restart();
+    pg.wait_ready(std::time::Duration::from_secs(30));
+    let mut reader = location.fleet_reader().unwrap();
+    reader.change_token().unwrap();
+}

@@ -61,8 +61,9 @@ pub struct MigrationSummary {
     pub envelopes_copied: i64,
     pub resumed: bool,
     pub nodes_verified: usize,
-    /// The evidence bundle exported from the copy and verified.
-    pub bundle: PathBuf,
+    /// The evidence bundle exported from the copy and verified (None when
+    /// that check was skipped).
+    pub bundle: Option<PathBuf>,
     pub bundle_envelopes: u64,
 }
 
@@ -323,13 +324,13 @@ fn empty(kind: Kind) -> Column {
 /// Copy the SQLite store at `source` into the PostgreSQL database of `to`,
 /// then verify it (module documentation). `ca_pem` is the collector CA's
 /// certificate (the evidence bundle carries it); `scratch` is a directory
-/// for that bundle. `progress` is told what happens, a line at a time.
+/// for that bundle, None to skip that last check. `progress` is told what happens, a line at a time.
 pub fn migrate(
     source: &Path,
     to: &PgSettings,
     ca_pem: &str,
     ca_fingerprint: &str,
-    scratch: &Path,
+    scratch: Option<&Path>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<MigrationSummary, MigrateError> {
     let shown_source = format!("sqlite:{}", source.display());
@@ -504,6 +505,12 @@ pub fn migrate(
         source_nodes.len()
     ));
 
+    let Some(scratch) = scratch else {
+        progress("evidence bundle check skipped (--no-evidence-check)");
+        pgc.execute("UPDATE store_migration SET finished_ms = $1", &[&now_ms()])
+            .map_err(pg("finishing the migration"))?;
+        return Ok(summary);
+    };
     let bundle = scratch.join(format!("migration-check-{}.tar.zst", now_ms()));
     let mut copy = PgStore::open(to)?;
     let request = crate::evidence::ExportRequest {
@@ -525,7 +532,7 @@ pub fn migrate(
         )));
     }
     let _ = std::fs::remove_file(&bundle);
-    summary.bundle = bundle;
+    summary.bundle = Some(bundle);
     summary.bundle_envelopes = exported.envelopes;
     progress(&format!(
         "verified: an evidence bundle of every node ({} envelopes) exported from the copy",

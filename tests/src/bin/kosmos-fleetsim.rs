@@ -44,6 +44,9 @@ struct Args {
     seconds: u64,
     report: PathBuf,
     storm: bool,
+    /// Collector replicas sharing the store and the CA (the store must be
+    /// PostgreSQL for more than one); node i talks to replica i mod N.
+    replicas: usize,
     down: Duration,
     /// How long a simulated agent keeps its stream open with nothing to send
     /// (the agent's `stream_linger_secs`); None: for good.
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 60,
         report: PathBuf::new(),
         storm: false,
+        replicas: 1,
         down: Duration::from_secs(10),
         linger: Some(Duration::from_secs(30)),
     };
@@ -77,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
             "--interval-secs" => a.interval = Duration::from_secs(num("--interval-secs")?.max(1)),
             "--seconds" => a.seconds = num("--seconds")?,
             "--report" => a.report = v.into(),
+            "--replicas" => a.replicas = num("--replicas")?.clamp(1, 8) as usize,
             "--down-secs" => a.down = Duration::from_secs(num("--down-secs")?),
             "--linger-secs" => {
                 a.linger = match num("--linger-secs")? {
@@ -89,6 +94,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.collector.as_os_str().is_empty() || a.data_dir.as_os_str().is_empty() || a.report.as_os_str().is_empty() {
         return Err("--collector, --data-dir and --report are required".into());
+    }
+    if a.storm && a.replicas > 1 {
+        return Err("--storm runs with one replica".into());
     }
     Ok(a)
 }
@@ -111,13 +119,32 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// The collector process, started as `systemd/kosmos-collector.service`
 /// runs it.
 fn start_collector(a: &Args, port: u16) -> Result<(Child, String), String> {
-    let addr_file = a.data_dir.join("grpc.addr");
+    start_collector_in(a, &a.data_dir, port)
+}
+
+/// Replica `r` (1, 2, …) of the collector in `data_dir`: its own data
+/// directory, the first one's configuration (the same store) and its CA
+/// and server certificate.
+fn start_replica(a: &Args, r: usize) -> Result<(Child, String), String> {
+    let dir = a.data_dir.join(format!("replica-{r}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let base = std::fs::read_to_string(a.data_dir.join("collector.toml")).unwrap_or_default();
+    let d = a.data_dir.display();
+    let toml = format!(
+        "{base}\n[tls]\nca_cert = \"{d}/ca.pem\"\nca_key = \"{d}/ca-key.pem\"\nserver_cert = \"{d}/server.pem\"\nserver_key = \"{d}/server-key.pem\"\n"
+    );
+    std::fs::write(dir.join("collector.toml"), toml).map_err(|e| format!("{}: {e}", dir.display()))?;
+    start_collector_in(a, &dir, 0)
+}
+
+fn start_collector_in(a: &Args, data_dir: &std::path::Path, port: u16) -> Result<(Child, String), String> {
+    let addr_file = data_dir.join("grpc.addr");
     let _ = std::fs::remove_file(&addr_file);
     let child = Command::new(&a.collector)
         .arg("--config")
-        .arg(a.data_dir.join("collector.toml"))
+        .arg(data_dir.join("collector.toml"))
         .arg("--data-dir")
-        .arg(&a.data_dir)
+        .arg(data_dir)
         .args(["serve", "--grpc-listen", &format!("127.0.0.1:{port}"), "--http-listen", "127.0.0.1:0"])
         .env("KOSMOS_COLLECTOR_LOG", "warn")
         .stdout(Stdio::null())
@@ -350,6 +377,11 @@ async fn main() {
     let (mut collector, addr) = start_collector(&args, 0).unwrap_or_else(|e| exit_with(&e));
     let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let url = Arc::new(format!("https://{addr}"));
+    let mut replicas: Vec<(Child, Arc<String>)> = Vec::new();
+    for r in 1..args.replicas {
+        let (child, addr) = start_replica(&args, r).unwrap_or_else(|e| exit_with(&e));
+        replicas.push((child, Arc::new(format!("https://{addr}"))));
+    }
     let ca = Arc::new(std::fs::read_to_string(args.data_dir.join("ca.pem")).unwrap_or_default());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle = vm_kib(collector.id(), "VmRSS:");
@@ -367,7 +399,10 @@ async fn main() {
     // Envelopes for the whole run, signed now.
     let report = std::fs::read(&args.report).unwrap_or_default();
     let packed: PackedReport = kosmos_proto::report::pack(&report);
-    let run_secs = args.seconds + if args.storm { args.down.as_secs() + 180 } else { 0 };
+    // Five minutes of slack for the fleet to catch up after the first
+    // reports (the steady phase starts only then: 10,000 first reports take
+    // minutes), more with a storm.
+    let run_secs = args.seconds + 300 + if args.storm { args.down.as_secs() + 180 } else { 0 };
     let per_node = 2 + (run_secs as f64 / args.interval.as_secs_f64()).ceil() as usize;
     let mut fleet = Vec::with_capacity(nodes.len());
     for raw in nodes {
@@ -388,10 +423,15 @@ async fn main() {
     let n = fleet.len();
     let t_connect = Instant::now();
     for (i, node) in fleet.into_iter().enumerate() {
+        // Node i talks to replica i mod N.
+        let replica_url = match i % args.replicas {
+            0 => url.clone(),
+            r => replicas[r - 1].1.clone(),
+        };
         tokio::spawn(agent(
             i,
             node,
-            url.clone(),
+            replica_url,
             ca.clone(),
             args.interval,
             n,
@@ -430,6 +470,8 @@ async fn main() {
     stats.latencies_ms.lock().await.clear();
     let acked_before = stats.acked.load(Ordering::Relaxed);
     let cpu_before = cpu_seconds(collector.id());
+    let pids: Vec<u32> = replicas.iter().map(|(c, _)| c.id()).collect();
+    let replica_cpu_before: Vec<f64> = pids.iter().map(|&p| cpu_seconds(p)).collect();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -439,6 +481,14 @@ async fn main() {
     let mut lat = stats.latencies_ms.lock().await.clone();
     lat.sort_by(f64::total_cmp);
     let acked = stats.acked.load(Ordering::Relaxed) - acked_before;
+    // Every replica's CPU (cores) and RSS (MiB), the first one first.
+    let per_replica: Vec<String> = std::iter::once(format!("{:.2}cores/{}MiB", cpu / elapsed, rss / 1024))
+        .chain(pids.iter().zip(&replica_cpu_before).map(|(&p, &before)| {
+            format!("{:.2}cores/{}MiB", (cpu_seconds(p) - before) / elapsed, vm_kib(p, "VmRSS:") / 1024)
+        }))
+        .collect();
+    let behind = stats.produced.load(Ordering::Relaxed).saturating_sub(stats.acked.load(Ordering::Relaxed));
+    println!("replicas: {} [{}] produced_not_acked_at_end={behind}", args.replicas, per_replica.join(", "));
     println!(
         "steady: nodes={n} connected={} streams_linger={} interval={}s elapsed={elapsed:.0}s acked={acked} rate={:.1}/s ack_p50={:.1}ms ack_p99={:.1}ms refused={} collector_cpu={:.2}cores collector_rss_idle={}MiB collector_rss={}MiB collector_peak_rss={}MiB per_connected_agent={:.1}KiB",
         stats.connected.load(Ordering::Relaxed),
@@ -500,4 +550,8 @@ async fn main() {
     }
     let _ = collector.kill();
     let _ = collector.wait();
+    for (mut c, _) in replicas {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -6,14 +6,14 @@ use ::postgres::Row;
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::ToSql;
 
-use super::{Conn, PgSettings, pg};
+use super::{PgSettings, ReaderConn, pg};
 use crate::fleet::query::{self, DayRow, DriftRow, EventRow, FindingCells, FleetRows, NodeRow};
 use crate::fleet::{Detail, FleetReport, NodeFinding, Options};
 use crate::store::{FleetRead, StoreError};
 
-/// One connection that reads the fleet.
+/// One connection, from the readers' pool, that reads the fleet.
 pub struct PgFleetReader {
-    client: Conn,
+    client: ReaderConn,
     settings: PgSettings,
 }
 
@@ -25,7 +25,7 @@ impl std::fmt::Debug for PgFleetReader {
 
 impl PgFleetReader {
     pub fn open(settings: &PgSettings) -> Result<PgFleetReader, StoreError> {
-        Ok(PgFleetReader { client: settings.conn()?, settings: settings.clone() })
+        Ok(PgFleetReader { client: settings.reader()?, settings: settings.clone() })
     }
 }
 

@@ -27,7 +27,13 @@ use super::StoreError;
 /// own, which panics on a thread that drives async tasks (the collector's
 /// runtime drops what its tasks still hold when it shuts down); there the
 /// close moves to a thread of its own.
-pub(crate) struct Conn(Option<::postgres::Client>);
+pub struct Conn(Option<::postgres::Client>);
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("closed", &self.0.as_ref().map(::postgres::Client::is_closed)).finish()
+    }
+}
 
 impl Conn {
     pub(crate) fn new(client: ::postgres::Client) -> Conn {
@@ -120,7 +126,41 @@ pub struct PgSettings {
     /// Trust anchors for the server certificate: the `store_ca_file`'s, or
     /// the system's.
     roots: std::sync::Arc<rustls::RootCertStore>,
+    /// The readers' pool, made at the first read and shared by every clone
+    /// of these settings (the dashboard's, the CLI's).
+    readers: std::sync::Arc<std::sync::OnceLock<r2d2::Pool<Readers>>>,
 }
+
+/// Most connections the readers hold at once: the dashboard's change
+/// watcher, a rebuild on two connections, node pages and reports.
+const MAX_READERS: u32 = 8;
+
+/// The readers' connections: opened as the store's (TLS verified), checked
+/// with an empty query when taken from the pool (a database restart closes
+/// them all), closed after five idle minutes, and always closed off the
+/// async runtime ([`Conn`]).
+#[derive(Debug)]
+pub struct Readers(PgSettings);
+
+impl r2d2::ManageConnection for Readers {
+    type Connection = Conn;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        self.0.conn()
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        conn.simple_query("").map(|_| ()).map_err(pg("checking a pooled connection"))
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.is_closed()
+    }
+}
+
+/// A reader's connection, back to the pool when dropped.
+pub(crate) type ReaderConn = r2d2::PooledConnection<Readers>;
 
 impl std::fmt::Display for PgSettings {
     /// `postgres://USER@HOST[,HOST…]/DATABASE`, never the password.
@@ -211,13 +251,27 @@ impl PgSettings {
                 let _ = added;
             }
         }
-        Ok(PgSettings { config, roots: std::sync::Arc::new(roots) })
+        Ok(PgSettings { config, roots: std::sync::Arc::new(roots), readers: Default::default() })
     }
 
     /// Open one connection (TLS as the URL's `sslmode` says, verified
     /// against the trust anchors).
     pub fn connect(&self) -> Result<::postgres::Client, StoreError> {
         self.client()
+    }
+
+    /// A connection from the readers' pool (opened when none is idle; waits
+    /// up to 15 s when all [`MAX_READERS`] are taken).
+    pub(crate) fn reader(&self) -> Result<ReaderConn, StoreError> {
+        let pool = self.readers.get_or_init(|| {
+            r2d2::Pool::builder()
+                .max_size(MAX_READERS)
+                .min_idle(Some(0))
+                .idle_timeout(Some(std::time::Duration::from_secs(300)))
+                .connection_timeout(std::time::Duration::from_secs(15))
+                .build_unchecked(Readers(PgSettings { readers: Default::default(), ..self.clone() }))
+        });
+        pool.get().map_err(|e| StoreError::Open { path: format!("{self:?}"), source: e.into() })
     }
 
     /// [`PgSettings::connect`], as a connection the store may drop anywhere.
