@@ -71,6 +71,59 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// A test's handle on a collector's store. Every call runs on a thread of
+/// its own: PostgreSQL's synchronous client cannot run on an async
+/// runtime's thread, and tests call from both kinds.
+pub struct TestStore(Box<dyn kosmos_collector::store::Store>);
+
+impl TestStore {
+    fn off_runtime<R: Send>(&mut self, f: impl FnOnce(&mut dyn kosmos_collector::store::Store) -> R + Send) -> R {
+        let store = &mut *self.0;
+        std::thread::scope(|s| s.spawn(|| f(store)).join().unwrap())
+    }
+
+    pub fn node(&mut self, id: &str) -> Result<Option<kosmos_collector::store::NodeRecord>, StoreError> {
+        self.off_runtime(|s| s.node(id))
+    }
+
+    pub fn nodes(&mut self) -> Result<Vec<kosmos_collector::store::NodeRecord>, StoreError> {
+        self.off_runtime(|s| s.nodes())
+    }
+
+    pub fn events(&mut self, node_id: &str) -> Result<Vec<kosmos_collector::store::NodeEvent>, StoreError> {
+        self.off_runtime(|s| s.events(node_id))
+    }
+
+    pub fn envelopes(&mut self, node_id: &str) -> Result<Vec<kosmos_collector::store::StoredEnvelope>, StoreError> {
+        self.off_runtime(|s| s.envelopes(node_id))
+    }
+
+    pub fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        self.off_runtime(|s| s.envelope_hash(node_id, seq))
+    }
+}
+
+type StoreError = kosmos_collector::store::StoreError;
+
+/// Inodes of the TCP sockets, listeners aside, whose local port is `port`.
+fn socket_inodes_on_local_port(port: u16) -> std::collections::HashSet<String> {
+    let local = format!(":{port:04X}");
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Fields: sl, local, remote, state (0A: listening), …, inode (10th).
+            if let (Some(loc), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9))
+                && loc.ends_with(&local)
+                && *state != "0A"
+            {
+                inodes.insert((*inode).to_string());
+            }
+        }
+    }
+    inodes
+}
+
 /// A collector process with its own data directory.
 pub struct Collector {
     pub data_dir: PathBuf,
@@ -88,14 +141,46 @@ impl Collector {
         c
     }
 
+    /// `collector.toml` lines for a new database on the cluster that
+    /// `KOSMOS_E2E_PG_URL` names (with `KOSMOS_E2E_PG_PASSWORD_FILE` and
+    /// `KOSMOS_E2E_PG_CA`); None when it names none.
+    fn pg_store_for_new_collector() -> Option<String> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let url = std::env::var("KOSMOS_E2E_PG_URL").ok()?;
+        let password_file = std::env::var("KOSMOS_E2E_PG_PASSWORD_FILE").unwrap();
+        let ca_file = std::env::var("KOSMOS_E2E_PG_CA").unwrap();
+        let password = std::fs::read_to_string(&password_file).unwrap();
+        let ca = std::fs::read_to_string(&ca_file).unwrap();
+        let admin =
+            kosmos_collector::store::postgres::PgSettings::new(&url, Some(password.trim()), Some((&ca_file, &ca)))
+                .unwrap();
+        let db = format!("e2e_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        // Off any async runtime: the synchronous client runs one of its own.
+        let create = format!("CREATE DATABASE {db}");
+        std::thread::spawn(move || admin.connect().unwrap().batch_execute(&create).unwrap()).join().unwrap();
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        Some(format!(
+            "store_url = \"{server}/{db}?{query}\"\nstore_password_file = \"{password_file}\"\nstore_ca_file = \"{ca_file}\"\n"
+        ))
+    }
+
     /// Create a data directory with a minimal `collector.toml` (kept if
     /// one is there already).
     pub fn prepare(data_dir: &Path) {
         std::fs::create_dir_all(data_dir).unwrap();
         let cfg = data_dir.join("collector.toml");
-        if !cfg.exists() {
-            std::fs::write(&cfg, "# test collector\n").unwrap();
+        let mut text = std::fs::read_to_string(&cfg).unwrap_or_else(|_| "# test collector\n".into());
+        // The suite on PostgreSQL (`KOSMOS_E2E_PG_URL`, see
+        // `kosmos-e2e-pg`): a database of its own for each collector, the
+        // keys first (before any table of the test's own configuration).
+        if !text.contains("store_url")
+            && let Some(store) = Self::pg_store_for_new_collector()
+        {
+            text = format!("{store}{text}");
         }
+        std::fs::write(&cfg, text).unwrap();
     }
 
     /// Start a collector on 127.0.0.1 (a free port, or `port` to reuse one).
@@ -160,9 +245,27 @@ impl Collector {
     }
 
     /// Open file descriptors of the collector process.
-    pub fn open_fds(&self) -> usize {
+    /// The collector's open client connections: its descriptors of TCP
+    /// sockets on its gRPC port, the listener aside. (Not every descriptor:
+    /// on PostgreSQL the readers' pool opens and closes connections, each
+    /// with a runtime of its own, by rules of its own.)
+    pub fn client_connections(&self) -> usize {
         let pid = self.pid().expect("collector running");
-        std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+        let ours = socket_inodes_on_local_port(self.port());
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| {
+                        let target = std::fs::read_link(e.path()).unwrap_or_default();
+                        let target = target.to_string_lossy();
+                        target
+                            .strip_prefix("socket:[")
+                            .and_then(|t| t.strip_suffix(']'))
+                            .is_some_and(|i| ours.contains(i))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
     }
 
     /// Stop with SIGTERM and wait.
@@ -182,9 +285,12 @@ impl Collector {
         }
     }
 
-    /// Open the store directly (as an auditor with access to the data dir would).
-    pub fn store(&self) -> kosmos_collector::store::sqlite::SqliteStore {
-        kosmos_collector::store::sqlite::SqliteStore::open(&self.data_dir.join("collector.db")).unwrap()
+    /// Open the store directly (as an auditor with access to the data dir
+    /// would): the one its configuration names, SQLite or PostgreSQL.
+    pub fn store(&self) -> TestStore {
+        let config = self.data_dir.join("collector.toml");
+        let location = kosmos_collector::config::Config::load(Some(&config), Some(&self.data_dir)).unwrap().store;
+        TestStore(std::thread::scope(|s| s.spawn(|| location.open().unwrap()).join().unwrap()))
     }
 }
 

@@ -9,7 +9,6 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use kosmos_collector::store::EvidenceRead;
 use kosmos_e2e::*;
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::v1::AttestationEnvelope;

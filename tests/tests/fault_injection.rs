@@ -15,7 +15,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kosmos_collector::store::EvidenceRead;
 use kosmos_e2e::*;
 
 fn fault_agent() -> Option<PathBuf> {

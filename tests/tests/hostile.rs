@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use kosmos_collector::store::EvidenceRead;
 use kosmos_e2e::*;
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::v1::{Ack, AttestationEnvelope};
@@ -363,7 +362,7 @@ fn silent_connections_are_closed_and_nodes_keep_being_served() {
     let token = collector.token("1h");
     let node = rt().block_on(enroll_raw(&url, &ca, &token, "honest")).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let baseline = collector.open_fds();
+    let baseline = collector.client_connections();
 
     // The flood: plain TCP connections that never send a byte, and TLS
     // connections without a certificate that never send a request.
@@ -374,9 +373,9 @@ fn silent_connections_are_closed_and_nodes_keep_being_served() {
     }
     // Measured before the handshake timeout starts closing them.
     wait_for("the collector to hold the flood", Duration::from_secs(9), || {
-        collector.open_fds() >= baseline + silent / 2
+        collector.client_connections() >= baseline + silent / 2
     });
-    let during = collector.open_fds();
+    let during = collector.client_connections();
     let rt = rt();
     let tls: Vec<tonic::transport::Channel> = rt.block_on(async {
         let mut out = Vec::new();
@@ -399,7 +398,9 @@ fn silent_connections_are_closed_and_nodes_keep_being_served() {
 
     // Every silent connection is closed within the timeouts (10 s handshake,
     // 12 s without a certificate): the descriptors return to the baseline.
-    wait_for("the silent connections to be closed", Duration::from_secs(30), || collector.open_fds() <= baseline + 2);
+    wait_for("the silent connections to be closed", Duration::from_secs(30), || {
+        collector.client_connections() <= baseline + 2
+    });
     let (_, _, metrics) = http_get(&collector.http_addr, "/metrics", None);
     let failed: u64 = metrics
         .lines()
@@ -412,9 +413,9 @@ fn silent_connections_are_closed_and_nodes_keep_being_served() {
         "{metrics}"
     );
     eprintln!(
-        "{silent} silent TCP + {} TLS connections: collector fds {baseline} -> {during} -> {} ; node served in {served_in:?}",
+        "{silent} silent TCP + {} TLS connections: collector client connections {baseline} -> {during} -> {} ; node served in {served_in:?}",
         tls.len(),
-        collector.open_fds()
+        collector.client_connections()
     );
     drop(tcp);
     drop(tls);
@@ -450,7 +451,7 @@ fn connection_cap_and_one_stream_per_node() {
     let (_, _, metrics) = http_get(&collector.http_addr, "/metrics", None);
     assert!(metrics.contains("kosmos_collector_connections_refused_total{reason=\"max_connections\"} 30"), "{metrics}");
     drop(held);
-    wait_for("slots to free", Duration::from_secs(10), || collector.open_fds() < 40);
+    wait_for("slots to free", Duration::from_secs(10), || collector.client_connections() < 40);
 
     // Two streams of the same node: the older one is ended as replaced.
     let envs = chain_of(&node, 2);

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kosmos_collector::store::EvidenceRead;
 use kosmos_e2e::*;
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
 use kosmos_proto::identity;
