@@ -143,7 +143,7 @@ impl Dashboard {
 /// (about 100 KB per node for a full report, which for 10,000 nodes would
 /// be a gigabyte held for pages that never show it: a node's page reads its
 /// findings live, and `/api/report.json` builds the full report on demand).
-/// The snapshot: a summary, built on one core (see [`Options::parallel`]).
+/// Built on one core (see [`Options::parallel`]).
 fn build(store: &StoreLocation, interval_secs: u64) -> Result<FleetReport, StoreError> {
     build_detailed(store, interval_secs, Detail::Summary, false)
 }
