@@ -71,6 +71,15 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// A `[tls]` table naming the CA and server certificate files of the
+/// collector in `dir`: what a replica's `collector.toml` adds to share them.
+pub fn shared_pki_toml(dir: &Path) -> String {
+    format!(
+        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
+        dir.display()
+    )
+}
+
 /// A test's handle on a collector's store. Every call runs on a thread of
 /// its own: PostgreSQL's synchronous client cannot run on an async
 /// runtime's thread, and tests call from both kinds.

@@ -493,10 +493,7 @@ fn two_collector_replicas_on_one_database_serve_one_fleet() {
     let mut a = Collector::start(&a_dir, 0);
     // B serves with A's CA and server certificate (as replicas share them
     // by configuration).
-    let tls = format!(
-        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
-        a_dir.display()
-    );
+    let tls = kosmos_e2e::shared_pki_toml(&a_dir);
     collector_on(&pg, &b_dir, &tls);
     let b_log = tmp.path().join("b.log");
     let mut b = Collector::start_with_stderr(&b_dir, 0, std::fs::File::create(&b_log).unwrap().into());
@@ -647,10 +644,7 @@ fn a_sqlite_store_moves_to_postgres_verbatim_and_resumably() {
 
     // The same fleet report from both stores.
     let pg_dir = tmp.path().join("pg");
-    let tls = format!(
-        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
-        lite_dir.display()
-    );
+    let tls = kosmos_e2e::shared_pki_toml(&lite_dir);
     collector_on(&pg, &pg_dir, &tls);
     let report = |dir: &std::path::Path| {
         let (code, out, err) = run(Collector::cmd(dir).args([
@@ -772,10 +766,7 @@ fn no_acked_envelope_is_lost_when_a_replica_dies_or_the_database_restarts() {
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
     collector_on(&pg, &a_dir, "");
     let mut a = Collector::start(&a_dir, 0);
-    let tls = format!(
-        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
-        a_dir.display()
-    );
+    let tls = kosmos_e2e::shared_pki_toml(&a_dir);
     collector_on(&pg, &b_dir, &tls);
     let b_log = tmp.path().join("b.log");
     let mut b = Collector::start_with_stderr(&b_dir, 0, std::fs::File::create(&b_log).unwrap().into());
@@ -875,10 +866,7 @@ fn one_collector_name_with_two_addresses_fails_over_between_them() {
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
     collector_on(&pg, &a_dir, "server_names = [\"collector.test\"]\n");
     let mut a = Collector::start(&a_dir, 0);
-    let tls = format!(
-        "[tls]\nca_cert = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nserver_cert = \"{0}/server.pem\"\nserver_key = \"{0}/server-key.pem\"\n",
-        a_dir.display()
-    );
+    let tls = kosmos_e2e::shared_pki_toml(&a_dir);
     collector_on(&pg, &b_dir, &tls);
     let _b = Collector::start_on(&b_dir, &format!("127.0.0.2:{}", a.port()), std::process::Stdio::inherit());
     let hosts = tmp.path().join("hosts");

@@ -27,6 +27,7 @@ use ::postgres::types::ToSql;
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 
+use super::judge::hex;
 use super::postgres::{PgSettings, pg, store::PgStore};
 use super::{EvidenceRead, StoreError, now_ms, sqlite};
 
@@ -357,7 +358,9 @@ pub fn migrate(
         counts.push((t.name, n));
     }
 
-    drop(PgStore::open(to)?); // the destination's schema
+    // Opening the store brings the destination's schema up to date; the
+    // same store exports the evidence bundle at the end.
+    let mut copy = PgStore::open(to)?;
     let mut pgc = to.connect()?;
     let dest_err = |why: String| MigrateError::Destination { to: shown_to.clone(), why };
     let marker = pgc
@@ -512,7 +515,6 @@ pub fn migrate(
         return Ok(summary);
     };
     let bundle = scratch.join(format!("migration-check-{}.tar.zst", now_ms()));
-    let mut copy = PgStore::open(to)?;
     let request = crate::evidence::ExportRequest {
         nodes: Vec::new(),
         all: true,
@@ -545,35 +547,52 @@ pub fn migrate(
 /// (node, head seq, digest of its ordered (seq, body hash) pairs), by node id.
 type NodeChainDigest = (String, i64, [u8; 32]);
 
+/// Folds a store's nodes and envelopes into [`NodeChainDigest`]s, the same
+/// way whichever backend the rows come from.
+#[derive(Default)]
+struct ChainDigests(std::collections::BTreeMap<String, (i64, Sha256)>);
+
+impl ChainDigests {
+    fn node(&mut self, id: String, head_seq: i64, head_hash: Option<Vec<u8>>) {
+        let mut h = Sha256::new();
+        h.update(head_hash.unwrap_or_default());
+        self.0.insert(id, (head_seq, h));
+    }
+
+    /// An envelope, in (node, seq) order.
+    fn envelope(&mut self, node_id: &str, seq: i64, body_sha256: &[u8]) {
+        if let Some((_, h)) = self.0.get_mut(node_id) {
+            h.update(seq.to_be_bytes());
+            h.update(body_sha256);
+        }
+    }
+
+    fn finish(self) -> Vec<NodeChainDigest> {
+        self.0.into_iter().map(|(id, (seq, h))| (id, seq, h.finalize().into())).collect()
+    }
+}
+
 fn node_chains_sqlite(conn: &Connection) -> rusqlite::Result<Vec<NodeChainDigest>> {
-    let mut heads = std::collections::BTreeMap::new();
+    let mut chains = ChainDigests::default();
     let mut stmt = conn.prepare("SELECT id, head_seq, head_hash FROM nodes")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (id, seq, hash): (String, i64, Option<Vec<u8>>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let mut h = Sha256::new();
-        h.update(hash.unwrap_or_default());
-        heads.insert(id, (seq, h));
+        chains.node(r.get(0)?, r.get(1)?, r.get(2)?);
     }
     let mut stmt = conn.prepare("SELECT node_id, seq, body_sha256 FROM envelopes ORDER BY node_id, seq")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let (id, seq, hash): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        if let Some((_, h)) = heads.get_mut(&id) {
-            h.update(seq.to_be_bytes());
-            h.update(&hash);
-        }
+        chains.envelope(&id, seq, &hash);
     }
-    Ok(heads.into_iter().map(|(id, (seq, h))| (id, seq, h.finalize().into())).collect())
+    Ok(chains.finish())
 }
 
 fn node_chains_pg(client: &mut ::postgres::Client) -> Result<Vec<NodeChainDigest>, StoreError> {
-    let mut heads = std::collections::BTreeMap::new();
+    use ::postgres::fallible_iterator::FallibleIterator;
+    let mut chains = ChainDigests::default();
     for r in client.query("SELECT id, head_seq, head_hash FROM nodes", &[]).map_err(pg("reading the copy's nodes"))? {
-        let (id, seq, hash): (String, i64, Option<Vec<u8>>) = (r.get(0), r.get(1), r.get(2));
-        let mut h = Sha256::new();
-        h.update(hash.unwrap_or_default());
-        heads.insert(id, (seq, h));
+        chains.node(r.get(0), r.get(1), r.get(2));
     }
     let doing = "reading the copy's chains";
     let mut rows = client
@@ -582,17 +601,9 @@ fn node_chains_pg(client: &mut ::postgres::Client) -> Result<Vec<NodeChainDigest
             Vec::<&(dyn ToSql + Sync)>::new(),
         )
         .map_err(pg(doing))?;
-    use ::postgres::fallible_iterator::FallibleIterator;
     while let Some(r) = rows.next().map_err(pg(doing))? {
-        let (id, seq, hash): (String, i64, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
-        if let Some((_, h)) = heads.get_mut(&id) {
-            h.update(seq.to_be_bytes());
-            h.update(&hash);
-        }
+        let (id, seq, hash): (&str, i64, &[u8]) = (r.get(0), r.get(1), r.get(2));
+        chains.envelope(id, seq, hash);
     }
-    Ok(heads.into_iter().map(|(id, (seq, h))| (id, seq, h.finalize().into())).collect())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    Ok(chains.finish())
 }

@@ -30,6 +30,12 @@ use crate::fleet::{FleetReport, NodeFinding, Options};
 /// types naming a backend.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The (first, last) seq of a `MIN(seq), MAX(seq)` query, None when it
+/// matched nothing (or a seq is negative, which no store keeps).
+pub(crate) fn seq_span(first: Option<i64>, last: Option<i64>) -> Option<(u64, u64)> {
+    Some((u64::try_from(first?).ok()?, u64::try_from(last?).ok()?))
+}
+
 /// Errors from the store. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

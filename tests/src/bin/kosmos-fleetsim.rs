@@ -129,10 +129,7 @@ fn start_replica(a: &Args, r: usize) -> Result<(Child, String), String> {
     let dir = a.data_dir.join(format!("replica-{r}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let base = std::fs::read_to_string(a.data_dir.join("collector.toml")).unwrap_or_default();
-    let d = a.data_dir.display();
-    let toml = format!(
-        "{base}\n[tls]\nca_cert = \"{d}/ca.pem\"\nca_key = \"{d}/ca-key.pem\"\nserver_cert = \"{d}/server.pem\"\nserver_key = \"{d}/server-key.pem\"\n"
-    );
+    let toml = format!("{base}\n{}", kosmos_e2e::shared_pki_toml(&a.data_dir));
     std::fs::write(dir.join("collector.toml"), toml).map_err(|e| format!("{}: {e}", dir.display()))?;
     start_collector_in(a, &dir, 0)
 }

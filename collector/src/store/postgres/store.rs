@@ -770,10 +770,7 @@ impl EvidenceRead for PgStore {
             )
             .map_err(pg("finding the envelopes of a time range"))?;
         let (first, last): (Option<i64>, Option<i64>) = (r.get(0), r.get(1));
-        Ok(match (first.map(u64::try_from), last.map(u64::try_from)) {
-            (Some(Ok(f)), Some(Ok(l))) => Some((f, l)),
-            _ => None,
-        })
+        Ok(crate::store::seq_span(first, last))
     }
 
     fn envelopes_in(

@@ -866,10 +866,7 @@ impl EvidenceRead for SqliteStore {
             )
             .and_then(|mut s| s.query_row(params![node_id, from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(sql("finding the envelopes of a time range"))?;
-        Ok(match (first.map(u64::try_from), last.map(u64::try_from)) {
-            (Some(Ok(f)), Some(Ok(l))) => Some((f, l)),
-            _ => None,
-        })
+        Ok(super::seq_span(first, last))
     }
 
     fn envelopes_in(
