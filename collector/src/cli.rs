@@ -87,6 +87,18 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Apply the `[retention]` policy of collector.toml now (the serving
+    /// collector also applies it every `retention.interval`): remove compact
+    /// attestations past `keep_all` and everything past `max_age`, record
+    /// what was removed, and give the space back.
+    Prune {
+        /// Also rewrite the database (SQLite: VACUUM, which also turns on
+        /// incremental auto-vacuum for a database created without it;
+        /// PostgreSQL: VACUUM FULL). Takes a lock for its duration: run it
+        /// with the collector stopped, or in a quiet hour.
+        #[arg(long)]
+        vacuum: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +287,104 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Store { command: StoreCommand::Migrate { to, password_file, ca_file, no_evidence_check } } => {
             migrate_store(&cfg, &to, password_file.as_deref(), ca_file.as_deref(), !no_evidence_check)
         }
+        Command::Prune { vacuum } => prune(&cfg, vacuum),
+    }
+}
+
+/// `kosmos-collector prune`.
+fn prune(cfg: &Config, vacuum: bool) -> Result<u8, CliError> {
+    let Some(policy) = cfg.retention else {
+        return Err(CliError::Usage {
+            option: "prune",
+            problem: "collector.toml has no [retention] table: nothing is ever pruned (set at least keep_all)".into(),
+        });
+    };
+    let mut store = cfg.store_location().open()?;
+    let started = std::time::Instant::now();
+    let mut runner: &mut dyn Store = &mut *store;
+    let summary = crate::store::retention::apply(&policy, now_ms(), &mut runner)?;
+    let reclaimed = store.reclaim(vacuum)?;
+    say(&format!(
+        "retention {}: removed {} compact attestations and {} full envelopes ({} ranges recorded, {} nodes), \
+         {} drift changes, {} daily standings, {} events in {:.1}s\nspace: {}; the file shrank by {} bytes, {} bytes free inside it\n",
+        policy.describe(),
+        summary.compact_envelopes,
+        summary.envelopes,
+        summary.ranges,
+        summary.nodes,
+        summary.finding_changes,
+        summary.node_days,
+        summary.events,
+        started.elapsed().as_secs_f64(),
+        reclaimed.how,
+        reclaimed.file_bytes,
+        reclaimed.free_bytes
+    ));
+    Ok(0)
+}
+
+/// Runs retention's store operations on the serving collector's writer
+/// thread, one at a time between ingest batches.
+struct OnWriter {
+    writer: StoreWriter,
+    handle: tokio::runtime::Handle,
+    /// Set at shutdown: the run stops at its next store operation instead
+    /// of holding the writer (and the exit) until it is done.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::store::retention::StoreRunner for OnWriter {
+    fn run<R, F>(&mut self, f: F) -> Result<R, crate::store::StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R, crate::store::StoreError> + Send + 'static,
+    {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(crate::store::StoreError::WriterGone);
+        }
+        self.handle.block_on(self.writer.call(f))?
+    }
+}
+
+/// Apply `policy` every `policy.interval`, the first time a minute after
+/// the start (not during a restart's reconnection storm).
+async fn retention_task(
+    writer: StoreWriter,
+    policy: crate::store::retention::Policy,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use crate::store::retention::StoreRunner;
+    let mut next = tokio::time::Instant::now() + policy.interval.min(std::time::Duration::from_secs(60));
+    loop {
+        tokio::time::sleep_until(next).await;
+        next = tokio::time::Instant::now() + policy.interval;
+        let mut runner = OnWriter {
+            writer: writer.clone(),
+            handle: tokio::runtime::Handle::current(),
+            stopping: Arc::clone(&stopping),
+        };
+        let run = tokio::task::spawn_blocking(move || {
+            let summary = crate::store::retention::apply(&policy, now_ms(), &mut runner)?;
+            let reclaimed = if summary.is_empty() { None } else { Some(runner.run(|s| s.reclaim(false))?) };
+            Ok::<_, crate::store::StoreError>((summary, reclaimed))
+        })
+        .await;
+        match run {
+            Ok(Ok((summary, reclaimed))) if !summary.is_empty() => tracing::info!(
+                compact = summary.compact_envelopes,
+                envelopes = summary.envelopes,
+                ranges = summary.ranges,
+                changes = summary.finding_changes,
+                days = summary.node_days,
+                events = summary.events,
+                shrank = reclaimed.map_or(0, |r| r.file_bytes),
+                "retention applied ({})",
+                policy.describe()
+            ),
+            Ok(Ok(_)) => tracing::debug!("retention: nothing to remove"),
+            Ok(Err(e)) => tracing::error!("retention failed: {e}"),
+            Err(e) => tracing::error!("retention task failed: {e}"),
+        }
     }
 }
 
@@ -419,6 +529,7 @@ fn serve(
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
     let (writer, writer_thread) = StoreWriter::spawn(serving.store, serving.deferred_sync);
+    let pruner = cfg.retention.map(|policy| (writer.clone(), policy));
     let upkeep = serving.upkeep;
     let metrics = Arc::new(Metrics::default());
     let dashboard =
@@ -456,6 +567,9 @@ fn serve(
         let http_task = tokio::spawn(crate::dashboard::serve(http, dashboard, async move {
             http_stopped.notified().await;
         }));
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let retention =
+            pruner.map(|(writer, policy)| tokio::spawn(retention_task(writer, policy, Arc::clone(&stopping))));
         // Both listeners are bound: READY is true now.
         crate::systemd::ready();
         // Graceful shutdown waits for open streams to end, but agents hold
@@ -481,6 +595,10 @@ fn serve(
         };
         http_stop.notify_waiters();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
+        stopping.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(task) = retention {
+            task.abort();
+        }
         outcome
     });
     // Dropping the runtime drops the last writer handles; the writer thread

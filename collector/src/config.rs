@@ -54,6 +54,17 @@ struct RawConfig {
     store_ca_file: Option<PathBuf>,
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
+    retention: Option<RawRetention>,
+}
+
+/// `[retention]` (see [`crate::store::retention`]). Durations are
+/// humantime strings: "30d", "12h", "90s".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_all: Option<String>,
+    max_age: Option<String>,
+    interval: Option<String>,
 }
 
 /// `[limits]`: what a connection or a stream may hold (see
@@ -102,6 +113,8 @@ pub struct Config {
     pub limits: crate::server::Limits,
     /// Where the store is (`store_url`).
     pub store: StoreLocation,
+    /// `[retention]`; None keeps everything.
+    pub retention: Option<crate::store::retention::Policy>,
 }
 
 /// The environment variable the PostgreSQL password may come from.
@@ -222,8 +235,14 @@ impl Config {
         let http_listen = raw.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7080)));
         let limits = limits(raw.limits.unwrap_or_default(), report_interval_secs)
             .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
+        let retention = raw
+            .retention
+            .map(retention)
+            .transpose()
+            .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
         Ok(Config {
             store,
+            retention,
             limits,
             http_listen,
             http_token_file: raw.http_token_file,
@@ -241,6 +260,39 @@ impl Config {
     pub fn store_location(&self) -> StoreLocation {
         self.store.clone()
     }
+}
+
+/// Validate `[retention]`: `keep_all` is required (what the table is
+/// for), `max_age` must exceed it, and the interval is a minute to a day
+/// (default an hour).
+fn retention(raw: RawRetention) -> Result<crate::store::retention::Policy, String> {
+    use std::time::Duration;
+    let parse = |key: &str, v: &str| {
+        humantime::parse_duration(v).map_err(|e| format!("retention.{key} = {v:?}: {e} (e.g. \"30d\", \"12h\")"))
+    };
+    let keep_all = match raw.keep_all.as_deref() {
+        Some(v) => parse("keep_all", v)?,
+        None => return Err("retention.keep_all is required (e.g. keep_all = \"30d\")".into()),
+    };
+    if keep_all.is_zero() {
+        return Err("retention.keep_all must be longer than 0".into());
+    }
+    let max_age = raw.max_age.as_deref().map(|v| parse("max_age", v)).transpose()?;
+    if let Some(max) = max_age
+        && max <= keep_all
+    {
+        return Err(format!(
+            "retention.max_age ({}) must be longer than retention.keep_all ({})",
+            humantime::format_duration(max),
+            humantime::format_duration(keep_all)
+        ));
+    }
+    let interval =
+        raw.interval.as_deref().map(|v| parse("interval", v)).transpose()?.unwrap_or(Duration::from_secs(3600));
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&interval) {
+        return Err("retention.interval must be between 1s and 1d".into());
+    }
+    Ok(crate::store::retention::Policy { keep_all, max_age, interval })
 }
 
 /// Validate `[limits]`. A stream may stay silent for three report intervals
@@ -309,6 +361,27 @@ mod tests {
 
     fn raw(toml_text: &str) -> RawConfig {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn retention_is_validated() {
+        use std::time::Duration;
+        let policy = |t: &str| retention(raw(t).retention.unwrap_or_default());
+        let p = policy("[retention]\nkeep_all = \"30d\"\nmax_age = \"400d\"").unwrap();
+        assert_eq!(p.keep_all, Duration::from_secs(30 * 86_400));
+        assert_eq!(p.max_age, Some(Duration::from_secs(400 * 86_400)));
+        assert_eq!(p.interval, Duration::from_secs(3600));
+        for (text, expected) in [
+            ("[retention]\nmax_age = \"1d\"", "keep_all is required"),
+            ("[retention]\nkeep_all = \"a month\"", "retention.keep_all = \"a month\""),
+            ("[retention]\nkeep_all = \"0s\"", "longer than 0"),
+            ("[retention]\nkeep_all = \"2d\"\nmax_age = \"1d\"", "must be longer than retention.keep_all"),
+            ("[retention]\nkeep_all = \"2d\"\ninterval = \"2d\"", "between 1s and 1d"),
+        ] {
+            let e = policy(text).unwrap_err();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+        assert!(toml::from_str::<RawConfig>("[retention]\nkeep = \"1d\"").is_err(), "unknown keys are refused");
     }
 
     #[test]

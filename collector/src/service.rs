@@ -246,11 +246,18 @@ impl Attestation for AttestService {
                         .await;
                     break;
                 }
+                let seq = body.seq;
                 let item = IngestItem::new(node_id.clone(), env.body, env.signature, body, now_ms());
                 let ack = match shared.writer.ingest(item).await {
                     Ok(IngestResult::Acked { head_seq }) => {
                         shared.metrics.observe_ingest(started.elapsed());
                         Ack { acked_seq: head_seq, error: String::new(), refused_seq: 0 }
+                    }
+                    Ok(IngestResult::Rejected { reason }) => {
+                        shared.metrics.refusal("false_claim");
+                        tracing::warn!(node = %node_id, "{reason}");
+                        let _ = tx.send(Ok(refuse(reason, seq))).await;
+                        break;
                     }
                     Ok(IngestResult::Refused { reason }) => {
                         shared.metrics.refusal("node_refused");
@@ -278,7 +285,14 @@ impl Attestation for AttestService {
             shared.streams.unregister(&node_id, generation);
             shared.metrics.streams_open.dec();
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::AttestStream);
+        // The protocol rule (attest.proto, same_as_seq): agents send compact
+        // attestations only to a collector that announces them here.
+        response.metadata_mut().insert(
+            kosmos_proto::compact::FEATURES_HEADER,
+            tonic::metadata::MetadataValue::from_static(kosmos_proto::compact::COMPACT_V1),
+        );
+        Ok(response)
     }
 }
 

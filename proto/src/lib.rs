@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod codec;
+pub mod compact;
 pub mod identity;
 pub mod report;
 pub mod verdict;

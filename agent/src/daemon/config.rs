@@ -99,6 +99,10 @@ impl CollectorUrls {
     }
 }
 
+/// One day: the default and the longest `checkpoint_secs` (an auditor
+/// expects a full report every day).
+pub const DAY_SECS: u64 = 24 * 3600;
+
 /// Most collector URLs an agent takes (a replica set, not a fleet).
 pub const MAX_COLLECTOR_URLS: usize = 16;
 
@@ -126,6 +130,11 @@ pub struct RawConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub stream_linger_secs: Option<u64>,
     pub root: Option<PathBuf>,
+    /// Send a compact attestation for a round whose findings equal the
+    /// latest full report's (when the collector accepts them).
+    pub compact: Option<bool>,
+    /// Longest time between two full reports (the daily checkpoint).
+    pub checkpoint_secs: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -153,7 +162,9 @@ impl RawConfig {
             backoff_max_ms,
             shutdown_grace_secs,
             stream_linger_secs,
-            root
+            root,
+            compact,
+            checkpoint_secs
         );
     }
 }
@@ -183,6 +194,14 @@ pub struct Config {
     /// the collector for every node of the fleet.
     pub stream_linger: Option<Duration>,
     pub root: PathBuf,
+    /// Whether unchanged rounds are attested compactly (`compact`, default
+    /// true; only to a collector that announces it accepts them).
+    pub compact: bool,
+    /// A full report is sent at least this often, whatever the findings
+    /// (`checkpoint_secs`, default one day): the checkpoint that keeps
+    /// every day's evidence self-contained and lets retention keep a day's
+    /// standing without its compact rounds.
+    pub checkpoint: Duration,
 }
 
 impl Config {
@@ -343,6 +362,7 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
     let backoff_max_ms = p.range("backoff_max_ms", raw.backoff_max_ms.unwrap_or(60_000), 1, 3_600_000);
     let shutdown_grace_secs = p.range("shutdown_grace_secs", raw.shutdown_grace_secs.unwrap_or(10), 0, 600);
     let stream_linger_secs = p.range("stream_linger_secs", raw.stream_linger_secs.unwrap_or(30), 0, 24 * 3600);
+    let checkpoint_secs = p.range("checkpoint_secs", raw.checkpoint_secs.unwrap_or(DAY_SECS), 1, DAY_SECS);
     if backoff_max_ms < backoff_min_ms {
         p.bad("backoff_max_ms", format!("must not be below backoff_min_ms ({backoff_min_ms})"));
     }
@@ -411,6 +431,8 @@ fn validate(raw: RawConfig, origins: &BTreeMap<String, String>, problems: &mut V
         shutdown_grace: Duration::from_secs(shutdown_grace_secs),
         stream_linger: (stream_linger_secs > 0).then(|| Duration::from_secs(stream_linger_secs)),
         root,
+        compact: raw.compact.unwrap_or(true),
+        checkpoint: Duration::from_secs(checkpoint_secs),
     }
 }
 
@@ -435,6 +457,8 @@ mod tests {
         assert_eq!(c.jitter_percent, 10);
         assert_eq!(c.spool_max_bytes, 64 << 20);
         assert!(c.watch);
+        assert!(c.compact);
+        assert_eq!(c.checkpoint, Duration::from_secs(DAY_SECS));
         assert_eq!(c.root, PathBuf::from("/"));
     }
 

@@ -25,6 +25,7 @@ pub mod status;
 pub mod systemd;
 pub mod tls;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ use crate::audit_run::AuditRequest;
 use crate::daemon::config::Config;
 use crate::daemon::file_watch::FileWatch;
 use crate::daemon::sender::{AckedAtLeast, Backoff, Drained, Endpoints, Forever, Sender, SessionEnd};
-use crate::daemon::spool::Spool;
+use crate::daemon::spool::{CompactPolicy, Spool};
 use crate::daemon::status::StatusBoard;
 
 /// Quiet time after the last file change before re-auditing.
@@ -104,6 +105,9 @@ struct Shared {
     status: Arc<StatusBoard>,
     /// The checks each audit round runs.
     registry: Registry,
+    /// Whether the collector of the latest stream announced that it
+    /// accepts compact attestations (set by the sender).
+    collector_takes_compact: Arc<AtomicBool>,
 }
 
 /// Run the daemon until `shutdown` resolves (or, with [`Mode::Once`], one
@@ -142,6 +146,7 @@ pub async fn run(
         status: status.clone(),
         config,
         registry,
+        collector_takes_compact: Arc::new(AtomicBool::new(false)),
     });
     let mut sender = Sender {
         endpoints,
@@ -152,6 +157,7 @@ pub async fn run(
         node_id: shared.node_id.clone(),
         key: shared.key.clone(),
         linger: shared.config.stream_linger,
+        collector_takes_compact: shared.collector_takes_compact.clone(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -343,9 +349,13 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
     kosmos_proto::report::pack(&json).into_body(&mut template);
     let spool = shared.spool.clone();
     let key = shared.key.clone();
+    let policy = CompactPolicy {
+        allowed: shared.config.compact && shared.collector_takes_compact.load(Ordering::Acquire),
+        checkpoint_ms: i64::try_from(shared.config.checkpoint.as_millis()).unwrap_or(i64::MAX),
+    };
     let (pushed, len, quarantined) = tokio::task::spawn_blocking(move || {
         let mut s = spool.lock().map_err(|_| DaemonError::Audit("spool lock poisoned".into()))?;
-        let pushed = s.push(&key, template)?;
+        let pushed = s.push_round(&key, template, policy)?;
         Ok::<_, DaemonError>((pushed, s.len(), s.quarantined().len()))
     })
     .await
@@ -355,6 +365,7 @@ async fn produce(shared: &Arc<Shared>, trigger: Trigger) -> Result<Option<u64>, 
     tracing::info!(
         seq = pushed.report_seq,
         trigger = trigger.as_str_name(),
+        compact = pushed.compact,
         pass = summary.pass,
         fail = summary.fail,
         error = summary.error,
@@ -407,6 +418,8 @@ mod tests {
             shutdown_grace: Duration::from_secs(5),
             stream_linger: None,
             root: root.to_path_buf(),
+            compact: true,
+            checkpoint: Duration::from_secs(crate::daemon::config::DAY_SECS),
         }
     }
 

@@ -169,6 +169,10 @@ pub struct Sender {
     /// End the stream after this long with nothing to deliver, keeping the
     /// connection (`stream_linger_secs`); None keeps it open for good.
     pub linger: Option<Duration>,
+    /// Set from each stream's `kosmos-attest-features` response header:
+    /// whether this collector accepts compact attestations. The producer
+    /// reads it for the next round.
+    pub collector_takes_compact: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -318,11 +322,19 @@ impl Sender {
     ) -> Result<StreamEnd, String> {
         let (tx, rx) = mpsc::channel::<AttestationEnvelope>(IN_FLIGHT);
         let mut client = AttestationClient::new(channel);
-        let mut inbound = client
+        let response = client
             .attest(ReceiverStream::new(rx))
             .await
-            .map_err(|s| format!("stream refused: {}: {}", s.code(), s.message()))?
-            .into_inner();
+            .map_err(|s| format!("stream refused: {}: {}", s.code(), s.message()))?;
+        // No header (a collector from before compact attestations): full
+        // reports every round.
+        let takes_compact = response
+            .metadata()
+            .get(kosmos_proto::compact::FEATURES_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(kosmos_proto::compact::announces_compact);
+        self.collector_takes_compact.store(takes_compact, std::sync::atomic::Ordering::Release);
+        let mut inbound = response.into_inner();
         self.status.connected();
         tracing::info!(collector = %self.endpoints.uri(), "attestation stream open");
         // The last seq handed to the stream in this session.

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use kosmos_proto::chain::{GENESIS_PREV_HASH, MAX_BODY_BYTES, body_hash, seal};
+use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::v1::{AttestationBody, AttestationEnvelope, DroppedRange, Trigger};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -78,6 +79,26 @@ pub struct Pushed {
     /// The gap marker written before the report, if any.
     pub gap: Option<DroppedRange>,
     pub gap_seq: Option<u64>,
+    /// Whether the report went as a compact attestation.
+    pub compact: bool,
+}
+
+/// When a round may be attested compactly (see [`Spool::push_round`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactPolicy {
+    /// The collector accepts compact attestations and the configuration
+    /// allows them.
+    pub allowed: bool,
+    /// A full report is due when the baseline is this old (ms).
+    pub checkpoint_ms: i64,
+}
+
+/// The full report compact attestations refer to: its seq and findings
+/// digest, and when it was made (for the checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SpoolBaseline {
+    baseline: Baseline,
+    created_ms: i64,
 }
 
 /// The spool and chain state.
@@ -93,6 +114,12 @@ pub struct Spool {
     next_seq: u64,
     last_hash: [u8; 32],
     quarantined: Vec<String>,
+    /// The latest full report this process spooled, while compact
+    /// attestations may refer to it: forgotten when it is dropped from the
+    /// spool before delivery or when the collector refuses anything (the
+    /// next round then sends a full report). Not persisted: a restarted
+    /// agent starts with a full report.
+    baseline: Option<SpoolBaseline>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -120,6 +147,7 @@ impl Spool {
             next_seq: 1,
             last_hash: GENESIS_PREV_HASH,
             quarantined: Vec::new(),
+            baseline: None,
         };
         spool.read_chain_state()?;
         spool.scan()?;
@@ -219,21 +247,21 @@ impl Spool {
     /// and store it durably; evicts the oldest envelopes (and records a gap)
     /// when the spool would exceed its bound.
     pub fn push(&mut self, key: &SigningKey, template: AttestationBody) -> Result<Pushed, SpoolError> {
-        let mut pushed = Pushed { report_seq: None, gap: None, gap_seq: None };
+        let mut pushed = Pushed { report_seq: None, gap: None, gap_seq: None, compact: false };
         let report_len = self.seal_at(key, &template, self.next_seq, self.last_hash).1.len() as u64;
         let oversized = report_len + GAP_RESERVE > self.max_bytes;
         let need = if oversized { GAP_RESERVE } else { report_len };
         let mut evicted: Option<(u64, u64)> = None;
         while self.total_bytes + need > self.max_bytes {
             let Some((&seq, _)) = self.index.iter().next() else { break };
-            self.remove(seq)?;
+            self.evict(seq)?;
             evicted = Some(evicted.map_or((seq, seq), |(first, _)| (first, seq)));
         }
         if evicted.is_some() {
             // Leave room for the gap marker itself too.
             while self.total_bytes + need + GAP_RESERVE > self.max_bytes {
                 let Some((&seq, _)) = self.index.iter().next() else { break };
-                self.remove(seq)?;
+                self.evict(seq)?;
                 evicted = evicted.map(|(first, _)| (first, seq));
             }
             sync_dir(&self.dir)?;
@@ -265,7 +293,17 @@ impl Spool {
             pushed.gap = Some(range);
         }
         if !oversized {
-            pushed.report_seq = Some(self.store_next(key, &template)?);
+            let seq = self.store_next(key, &template)?;
+            pushed.report_seq = Some(seq);
+            // A report becomes what compact rounds refer to (when it covers
+            // the whole profile and carries its digest).
+            if !compact::is_compact(&template) && !template.report_json.is_empty() {
+                let digest = <[u8; 32]>::try_from(template.report_index_sha256.as_slice()).ok();
+                let created_ms = template.created_at_unix_ms;
+                let body = AttestationBody { seq, ..template };
+                self.baseline =
+                    compact::next_baseline(None, &body, digest).map(|baseline| SpoolBaseline { baseline, created_ms });
+            }
         } else {
             self.write_chain_state()?;
         }
@@ -304,6 +342,45 @@ impl Spool {
         durable::replace(&self.chain_path, text.as_bytes(), 0o600).map_err(io("cannot write", &self.chain_path))
     }
 
+    /// Drop `seq` before delivery (spool overflow): compact rounds can no
+    /// longer refer to it.
+    fn evict(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if self.baseline.is_some_and(|b| b.baseline.seq == seq) {
+            self.baseline = None;
+        }
+        self.remove(seq)
+    }
+
+    /// Spool one audit round: a compact attestation when `policy` allows
+    /// one and `full`'s findings digest equals the baseline's (made within
+    /// the checkpoint period), the full report otherwise. A compact round
+    /// that would need room in the spool is sent full instead, because the
+    /// room could be made by dropping the very report it refers to.
+    pub fn push_round(
+        &mut self,
+        key: &SigningKey,
+        full: AttestationBody,
+        policy: CompactPolicy,
+    ) -> Result<Pushed, SpoolError> {
+        let compact = self.baseline.filter(|b| {
+            policy.allowed
+                && full.families.is_empty()
+                && !full.report_json.is_empty()
+                && full.report_index_sha256.as_slice() == b.baseline.digest
+                && full.created_at_unix_ms.saturating_sub(b.created_ms) < policy.checkpoint_ms
+        });
+        if let Some(b) = compact {
+            let template = compact::compact_of(&full, b.baseline);
+            let len = self.seal_at(key, &template, self.next_seq, self.last_hash).1.len() as u64;
+            if self.total_bytes + len + GAP_RESERVE <= self.max_bytes {
+                let mut pushed = self.push(key, template)?;
+                pushed.compact = true;
+                return Ok(pushed);
+            }
+        }
+        self.push(key, full)
+    }
+
     fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
         let path = self.dir.join(file_name(seq));
         match fs::remove_file(&path) {
@@ -331,6 +408,10 @@ impl Spool {
         template: &AttestationBody,
         reason: &str,
     ) -> Result<Option<u64>, SpoolError> {
+        // Whatever was refused, the next round sends a full report: a
+        // refused compact round means the collector does not hold what it
+        // refers to, and a refused report cannot be referred to.
+        self.baseline = None;
         if !self.index.contains_key(&seq) {
             return Ok(None);
         }

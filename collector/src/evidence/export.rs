@@ -13,13 +13,15 @@ use base64::Engine;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use kosmos_proto::chain::{self, GENESIS_PREV_HASH};
+use kosmos_proto::v1::AttestationBody;
+use prost::Message;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 use super::{
     Anchor, CA_PATH, CollectorInfo, EvidenceError, ExportParams, FORMAT, MANIFEST_PATH, Manifest, ManifestEvent,
-    ManifestFile, ManifestNode, PROTO_PATH, body_path, cert_path, hex, io_err, rfc3339, sig_path,
+    ManifestFile, ManifestNode, ManifestPruned, PROTO_PATH, body_path, cert_path, hex, io_err, rfc3339, sig_path,
 };
 use crate::store::{EvidenceRead, NodeEvent, NodeRecord};
 
@@ -162,6 +164,21 @@ fn pem_certificate(der: &[u8]) -> String {
     pem
 }
 
+/// Where a node's export starts when its first selected envelope is
+/// `first`: at the full report a compact attestation there refers to, when
+/// that is earlier and stored, so that the bundle holds what each exported
+/// claim is checked against (at most one checkpoint period more).
+fn reference_start(store: &mut dyn EvidenceRead, node_id: &str, first: u64) -> Result<u64, EvidenceError> {
+    let Some(e) = store.envelopes_in(node_id, first, first, 1)?.into_iter().next() else {
+        return Ok(first);
+    };
+    let same_as = AttestationBody::decode(e.body.as_slice()).map_or(0, |b| b.same_as_seq);
+    if same_as == 0 || same_as >= first {
+        return Ok(first);
+    }
+    Ok(if store.envelope_hash(node_id, same_as)?.is_some() { same_as } else { first })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_bundle(
     store: &mut dyn EvidenceRead,
@@ -203,12 +220,37 @@ fn write_bundle(
             last_created_at: None,
             anchor: None,
             events: Vec::new(),
+            pruned: Vec::new(),
         };
-        let span = store.envelope_span(&node.id, from, to)?;
+        let pruned = store.pruned_ranges(&node.id)?;
+        let span = match store.envelope_span(&node.id, from, to)? {
+            Some((first, last)) => Some((reference_start(store, &node.id, first)?, last)),
+            None => None,
+        };
         let mut created: Option<(i64, i64)> = None;
         if let Some((first, last)) = span {
-            let anchor_hash =
-                if first <= 1 { Some(GENESIS_PREV_HASH) } else { store.envelope_hash(&node.id, first - 1)? };
+            let anchor_hash = if first <= 1 {
+                Some(GENESIS_PREV_HASH)
+            } else {
+                match store.envelope_hash(&node.id, first - 1)? {
+                    Some(h) => Some(h),
+                    // Pruned: what retention recorded of the last body it removed.
+                    None => pruned.iter().find(|p| p.last_seq == first - 1).and_then(|p| p.last_sha256),
+                }
+            };
+            entry.pruned = pruned
+                .iter()
+                .filter(|p| p.last_seq.saturating_add(1) >= first && p.first_seq <= last)
+                .map(|p| ManifestPruned {
+                    first_seq: p.first_seq,
+                    last_seq: p.last_seq,
+                    count: p.count,
+                    reason: p.reason.clone(),
+                    prev_sha256: p.prev_sha256.map(|h| hex(&h)),
+                    last_sha256: p.last_sha256.map(|h| hex(&h)),
+                    pruned_at: rfc3339(p.pruned_ms),
+                })
+                .collect();
             entry.anchor = Some(Anchor { seq: first.saturating_sub(1), sha256: anchor_hash.map(|h| hex(&h)) });
             let mut next = first;
             loop {

@@ -161,6 +161,29 @@ pub struct ManifestNode {
     /// Events the collector recorded on the node for the exported seqs or
     /// within the time range, in the order recorded.
     pub events: Vec<ManifestEvent>,
+    /// What retention removed inside the exported range or just before it
+    /// (bundles from before retention have none).
+    #[serde(default)]
+    pub pruned: Vec<ManifestPruned>,
+}
+
+/// A run of seqs retention removed: a hole in the chain that is a
+/// *retention gap*, not a break.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestPruned {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Stored envelopes the run held.
+    pub count: u64,
+    /// `compact` (compact attestations past `keep_all_days`) or `expired`
+    /// (everything past `max_days`).
+    pub reason: String,
+    /// Hex `prev_hash` of the first removed body, when it was stored.
+    pub prev_sha256: Option<String>,
+    /// Hex SHA-256 of the last removed body: what the next body chains on.
+    pub last_sha256: Option<String>,
+    /// RFC 3339, when it was pruned.
+    pub pruned_at: String,
 }
 
 /// The body before the first exported one.

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use kosmos_proto::chain;
+use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::identity;
 use kosmos_proto::report;
 use kosmos_proto::v1::{AttestationBody, AttestationEnvelope, Trigger};
@@ -28,7 +29,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::archive::{self, Item};
 use super::{
-    CA_PATH, EvidenceError, FORMAT, MANIFEST_PATH, Manifest, ManifestNode, Role, cert_path, hex, rfc3339, unhex32,
+    CA_PATH, EvidenceError, FORMAT, MANIFEST_PATH, Manifest, ManifestNode, ManifestPruned, Role, cert_path, hex,
+    rfc3339, unhex32,
 };
 
 /// Envelope bytes held while waiting for their other half or their node's
@@ -118,6 +120,22 @@ struct VerifiedBody {
     created_ms: i64,
     /// The range a signed gap marker declares dropped.
     dropped: Option<(u64, u64)>,
+    /// What the body says about the node's findings.
+    content: Content,
+}
+
+/// What a verified body says about the node's findings.
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    /// No report (a gap marker).
+    Nothing,
+    /// A report: the index digest computed from it (None when it cannot be
+    /// read), and whether it covers the whole profile.
+    Report { digest: Option<[u8; 32]>, whole_profile: bool },
+    /// A compact attestation: the full report it claims to equal and the
+    /// findings digest it claims (None when the claim is malformed, which
+    /// is already a problem).
+    Claim { same_as: u64, digest: Option<[u8; 32]> },
 }
 
 /// Both files of one envelope.
@@ -170,9 +188,21 @@ impl NodeAcc {
                 if b.seq != seq {
                     self.problem(node, Some(seq), format!("the signed body says seq {}, not its file name's", b.seq));
                 }
-                if let Some(p) = report_problem(&b) {
-                    self.problem(node, Some(seq), p);
-                }
+                let content = if compact::is_compact(&b) {
+                    let shape = compact::check_shape(&b);
+                    if let Err(e) = &shape {
+                        self.problem(node, Some(seq), format!("a malformed compact attestation: {e}"));
+                    }
+                    Content::Claim { same_as: b.same_as_seq, digest: shape.ok() }
+                } else if b.report_json.is_empty() {
+                    Content::Nothing
+                } else {
+                    let (problem, digest) = report_digest(&b);
+                    if let Some(p) = problem {
+                        self.problem(node, Some(seq), p);
+                    }
+                    Content::Report { digest, whole_profile: b.families.is_empty() }
+                };
                 let dropped = (b.trigger == Trigger::Gap as i32)
                     .then(|| b.dropped.as_ref().map(|d| (d.first_seq, d.last_seq)))
                     .flatten();
@@ -182,6 +212,7 @@ impl NodeAcc {
                     prev_hash,
                     created_ms: b.created_at_unix_ms,
                     dropped,
+                    content,
                 })
             }
             Err(e) => {
@@ -197,20 +228,21 @@ impl NodeAcc {
 /// be decoded is evidence nobody can read, and a signed index digest that
 /// does not match the report means the collector may have indexed (and
 /// reported) something other than what this body says.
-fn report_problem(b: &AttestationBody) -> Option<String> {
-    if b.report_json.is_empty() {
-        return None;
-    }
+/// Also returns the index digest of the report (computed from it, the way
+/// the collector does), which compact attestations are checked against.
+fn report_digest(b: &AttestationBody) -> (Option<String>, Option<[u8; 32]>) {
     let json = match report::decode(b) {
         Ok(j) => j,
-        Err(e) => return Some(format!("the signed report cannot be read: {e}")),
+        Err(e) => return (Some(format!("the signed report cannot be read: {e}")), None),
     };
     let parts = match report::IndexedReport::parse(&json) {
         Ok(p) => p,
-        Err(e) => return Some(format!("the signed report is not a report: {e}")),
+        Err(e) => return (Some(format!("the signed report is not a report: {e}")), None),
     };
-    (!b.report_index_sha256.is_empty() && b.report_index_sha256.as_slice() != parts.digest())
-        .then(|| "the signed report_index_sha256 does not match the signed report".to_string())
+    let digest = parts.digest();
+    let problem = (!b.report_index_sha256.is_empty() && b.report_index_sha256.as_slice() != digest)
+        .then(|| "the signed report_index_sha256 does not match the signed report".to_string());
+    (problem, Some(digest))
 }
 
 /// Everything gathered in the streaming pass.
@@ -521,6 +553,7 @@ fn judge_node(m: &ManifestNode, mut acc: NodeAcc, ca: Option<&Ca>) -> NodeVerdic
     }
     check_counts(m, &mut acc);
     check_chain(m, &mut acc, &mut breaks);
+    check_claims(m, &mut acc);
     let verified = acc.problems.is_empty();
     NodeVerdict {
         id: m.id.clone(),
@@ -663,7 +696,11 @@ fn check_chain(m: &ManifestNode, acc: &mut NodeAcc, breaks: &mut Vec<KnownBreak>
             } else {
                 None
             };
-            if let Some((lo, hi)) = hole {
+            if let Some((lo, hi)) = hole
+                && let Some(ranges) = pruned_cover(&m.pruned, lo, hi)
+            {
+                retention_gap(id, acc, breaks, (seq, phash, claimed), (lo, hi), &ranges);
+            } else if let Some((lo, hi)) = hole {
                 let what = if lo == hi { format!("seq {lo} is") } else { format!("seqs {lo}..={hi} are") };
                 let recorded = event_at("gap", seq);
                 let by_node = declared.is_some_and(|(a, b)| a <= lo && b >= hi);
@@ -700,6 +737,123 @@ fn check_chain(m: &ManifestNode, acc: &mut NodeAcc, breaks: &mut Vec<KnownBreak>
             }
         }
         prev = Some((seq, Some(link.body_sha256)));
+    }
+}
+
+/// The pruned ranges that together cover every seq of `lo..=hi`, in seq
+/// order; None when some seq of the hole was not pruned.
+fn pruned_cover(pruned: &[ManifestPruned], lo: u64, hi: u64) -> Option<Vec<&ManifestPruned>> {
+    let mut ranges: Vec<&ManifestPruned> =
+        pruned.iter().filter(|p| p.last_seq >= lo && p.first_seq <= hi && p.first_seq <= p.last_seq).collect();
+    ranges.sort_by_key(|p| p.first_seq);
+    let mut next = lo;
+    for p in &ranges {
+        if p.first_seq > next {
+            return None;
+        }
+        next = next.max(p.last_seq.saturating_add(1));
+    }
+    (next > hi).then_some(ranges)
+}
+
+/// A hole retention explains: a known break, unless the hashes retention
+/// recorded contradict the bodies around it (then the chain is broken).
+/// `at` is (seq of the body after the hole, hash of the body before it,
+/// the prev_hash the body after it names).
+fn retention_gap(
+    id: &str,
+    acc: &mut NodeAcc,
+    breaks: &mut Vec<KnownBreak>,
+    at: (u64, Option<[u8; 32]>, Option<[u8; 32]>),
+    (lo, hi): (u64, u64),
+    ranges: &[&ManifestPruned],
+) {
+    let (seq, before, claimed) = at;
+    let first = ranges.iter().find(|p| p.first_seq <= lo && p.last_seq >= lo);
+    let last = ranges.iter().rev().find(|p| p.first_seq <= hi && p.last_seq >= hi);
+    // The first pruned body chained on the body before the hole, and the
+    // body after the hole chains on the last pruned one.
+    if let (Some(p), Some(before)) = (first.filter(|p| p.first_seq == lo), before)
+        && let Some(recorded) = p.prev_sha256.as_deref()
+        && unhex32(recorded) != Some(before)
+    {
+        acc.problem(
+            id,
+            Some(seq),
+            format!(
+                "retention recorded seq {lo} as chained on {recorded}, not on the body before it: the chain is broken"
+            ),
+        );
+    }
+    if let (Some(p), Some(claimed)) = (last.filter(|p| p.last_seq == hi), claimed)
+        && let Some(recorded) = p.last_sha256.as_deref()
+        && unhex32(recorded) != Some(claimed)
+    {
+        acc.problem(
+            id,
+            Some(seq),
+            format!("prev_hash does not name the last pruned body (seq {hi}, {recorded}): the chain is broken"),
+        );
+    }
+    let what = if lo == hi { format!("seq {lo}") } else { format!("seqs {lo}..={hi}") };
+    let how: Vec<String> = ranges
+        .iter()
+        .map(|p| format!("{}..={} ({}, pruned {})", p.first_seq, p.last_seq, p.reason, p.pruned_at))
+        .collect();
+    breaks.push(KnownBreak {
+        seq,
+        kind: "retention".into(),
+        detail: format!("{what} removed by the retention policy before seq {seq}: {}", how.join("; ")),
+    });
+}
+
+/// Every compact attestation's claim, against the full reports of the
+/// bundle: the claim names the node's latest body that carried a report,
+/// that report covers the whole profile, and its findings digest (computed
+/// here from the report) is the one claimed. The export starts at the
+/// report the first compact attestation refers to, so the bundle holds it.
+fn check_claims(m: &ManifestNode, acc: &mut NodeAcc) {
+    let id = m.id.as_str();
+    let mut baseline: Option<Baseline> = None;
+    let mut problems = Vec::new();
+    for (&seq, link) in &acc.links {
+        let Some(v) = &link.verified else {
+            // An unverified body could have been anything: claims after it
+            // are checked against nothing rather than a stale baseline.
+            baseline = None;
+            continue;
+        };
+        match v.content {
+            Content::Nothing => {}
+            Content::Report { digest, whole_profile } => {
+                baseline = digest.filter(|_| whole_profile).map(|digest| Baseline { seq, digest });
+            }
+            Content::Claim { same_as, digest: Some(claimed) } => {
+                let why = match baseline {
+                    None if acc.links.contains_key(&same_as) => Some(format!(
+                        "claims to equal the report at seq {same_as}, which is not a readable report of the whole profile"
+                    )),
+                    None => Some(format!("claims to equal the report at seq {same_as}, which is not in the bundle")),
+                    Some(b) if b.seq != same_as => Some(format!(
+                        "claims to equal the report at seq {same_as}, but the node's latest report before it is seq {}",
+                        b.seq
+                    )),
+                    Some(b) if b.digest != claimed => Some(format!(
+                        "claims findings digest {} for seq {same_as}, whose report has digest {}: the claim is false",
+                        hex(&claimed),
+                        hex(&b.digest)
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    problems.push((seq, why));
+                }
+            }
+            Content::Claim { digest: None, .. } => {}
+        }
+    }
+    for (seq, why) in problems {
+        acc.problem(id, Some(seq), why);
     }
 }
 

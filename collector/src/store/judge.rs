@@ -12,6 +12,7 @@
 //! given.
 
 use kosmos_proto::chain::{self, ChainHead, ChainStep};
+use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::v1::{AttestationBody, Trigger};
 
 /// How far ahead of the collector's clock a body may have been created
@@ -49,10 +50,13 @@ pub enum EventKind {
     MalformedEnvelope,
     MalformedReport,
     StoreFailed,
+    /// A compact attestation whose claim (same findings as a stored full
+    /// report) does not hold: refused.
+    FalseClaim,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Gap,
         EventKind::Fork,
         EventKind::Replay,
@@ -66,6 +70,7 @@ impl EventKind {
         EventKind::MalformedEnvelope,
         EventKind::MalformedReport,
         EventKind::StoreFailed,
+        EventKind::FalseClaim,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +88,7 @@ impl EventKind {
             EventKind::MalformedEnvelope => "malformed_envelope",
             EventKind::MalformedReport => "malformed_report",
             EventKind::StoreFailed => "store_failed",
+            EventKind::FalseClaim => "false_claim",
         }
     }
 
@@ -105,16 +111,23 @@ pub struct NodeChain {
     pub head: Option<ChainHead>,
     /// The creation time (node's clock) of the head's body.
     pub last_created_ms: Option<i64>,
+    /// What the node's compact attestations may refer to: its latest report,
+    /// when that covered the whole profile, with the digest the store
+    /// computed from it ([`compact::next_baseline`]).
+    pub baseline: Option<Baseline>,
 }
 
 impl NodeChain {
     /// The chain after `body` (hashing to `body_sha256`) was stored as its
-    /// new head.
-    pub fn advanced(self, body: &AttestationBody, body_sha256: [u8; 32]) -> NodeChain {
+    /// new head; `report_digest` is the index digest the store computed
+    /// from the body's report (None without one, or when it could not be
+    /// read).
+    pub fn advanced(self, body: &AttestationBody, body_sha256: [u8; 32], report_digest: Option<[u8; 32]>) -> NodeChain {
         NodeChain {
             revoked: self.revoked,
             head: Some(ChainHead { seq: body.seq, hash: body_sha256 }),
             last_created_ms: Some(body.created_at_unix_ms),
+            baseline: compact::next_baseline(self.baseline, body, report_digest),
         }
     }
 
@@ -135,6 +148,9 @@ pub enum Admission {
     AckHead,
     /// Refuse it; the reason goes to the agent.
     Refuse { reason: String },
+    /// Refuse this envelope for good: it will never be accepted as it is
+    /// (the agent sets it aside and declares the hole).
+    Reject { reason: String },
 }
 
 /// One event the judgement records on the node (at the envelope's seq).
@@ -205,6 +221,16 @@ pub fn judge<E>(
             ),
         ),
         ChainStep::Next => {}
+    }
+    if compact::is_compact(body)
+        && let Err(e) = compact::check_claim(body, node.baseline)
+    {
+        // The chain events above describe an envelope that is not stored:
+        // only the refusal is recorded.
+        events.clear();
+        let detail = format!("compact attestation seq {} refused: {e}", body.seq);
+        events.push(ChainEvent { kind: EventKind::FalseClaim, detail: detail.clone() });
+        return Ok(Judgement { admission: Admission::Reject { reason: detail }, events });
     }
     if body.trigger == Trigger::Gap as i32 {
         let d = body.dropped.clone().unwrap_or_default();
@@ -326,6 +352,7 @@ mod tests {
             revoked: false,
             head: (n > 0).then(|| ChainHead { seq: n, hash: hash_of(n) }),
             last_created_ms: (n > 0).then_some(NOW - 1000),
+            baseline: None,
         };
         (node, (1..=n).map(|s| (s, hash_of(s))).collect())
     }
@@ -462,11 +489,59 @@ mod tests {
     fn advancing_moves_the_head_and_the_creation_time() {
         let (node, _) = stored(2);
         let b = body(3, hash_of(2), NOW + 5);
-        let next = node.advanced(&b, hash_of(3));
+        let next = node.advanced(&b, hash_of(3), None);
         assert_eq!(next.head, Some(ChainHead { seq: 3, hash: hash_of(3) }));
         assert_eq!(next.last_created_ms, Some(NOW + 5));
         assert_eq!(next.head_seq(), 3);
         assert_eq!(NodeChain::default().head_seq(), 0);
+    }
+
+    fn compact_body(seq: u64, prev: [u8; 32], same_as: u64, digest: [u8; 32]) -> AttestationBody {
+        AttestationBody {
+            same_as_seq: same_as,
+            report_index_sha256: digest.to_vec(),
+            trigger: Trigger::Schedule as i32,
+            ..body(seq, prev, NOW)
+        }
+    }
+
+    #[test]
+    fn a_compact_attestation_is_stored_only_when_its_claim_holds() {
+        let (mut node, store) = stored(2);
+        node.baseline = Some(Baseline { seq: 2, digest: [5; 32] });
+        let ok = run(&node, &store, &compact_body(3, hash_of(2), 2, [5; 32]), hash_of(3));
+        assert_eq!(ok.admission, Admission::Store);
+        assert!(ok.events.is_empty(), "{ok:?}");
+        // Another digest, another seq, no baseline: refused for good, recorded.
+        for (b, baseline) in [
+            (compact_body(3, hash_of(2), 2, [6; 32]), node.baseline),
+            (compact_body(3, hash_of(2), 1, [5; 32]), node.baseline),
+            (compact_body(3, hash_of(2), 2, [5; 32]), None),
+        ] {
+            let n = NodeChain { baseline, ..node };
+            let j = run(&n, &store, &b, hash_of(3));
+            assert!(matches!(j.admission, Admission::Reject { .. }), "{j:?}");
+            assert_eq!(kinds(&j), ["false_claim"]);
+        }
+        // A gap before a false claim is not recorded: nothing is stored.
+        let j = run(&node, &store, &compact_body(6, hash_of(5), 2, [6; 32]), hash_of(6));
+        assert_eq!(kinds(&j), ["false_claim"]);
+        // A re-sent compact attestation is a replay like any other.
+        let j = run(&node, &store, &compact_body(2, hash_of(1), 1, [6; 32]), hash_of(2));
+        assert_eq!(j.admission, Admission::AckHead);
+    }
+
+    #[test]
+    fn the_baseline_moves_with_full_reports_and_stays_with_compact_ones() {
+        let (node, _) = stored(2);
+        let mut full = body(3, hash_of(2), NOW);
+        full.report_json = b"r".to_vec().into();
+        let after_full = node.advanced(&full, hash_of(3), Some([7; 32]));
+        assert_eq!(after_full.baseline, Some(Baseline { seq: 3, digest: [7; 32] }));
+        let after_compact = after_full.advanced(&compact_body(4, hash_of(3), 3, [7; 32]), hash_of(4), None);
+        assert_eq!(after_compact.baseline, after_full.baseline);
+        let unreadable = after_compact.advanced(&AttestationBody { seq: 5, ..full }, hash_of(5), None);
+        assert_eq!(unreadable.baseline, None);
     }
 
     #[test]

@@ -164,6 +164,8 @@ const NODES: Table = Table {
         ("kernel", Text),
         ("agent_version", Text),
         ("profile", Text),
+        ("baseline_seq", Int8),
+        ("baseline_digest", Bytes),
     ],
     key: "id",
     // A resumed copy takes the source's newest state of a node. The index
@@ -174,7 +176,8 @@ const NODES: Table = Table {
          cert_sha256 = excluded.cert_sha256, enrolled_ms = excluded.enrolled_ms, revoked_ms = excluded.revoked_ms,
          head_seq = excluded.head_seq, head_hash = excluded.head_hash, last_created_ms = excluded.last_created_ms,
          last_seen_ms = excluded.last_seen_ms, os_pretty = excluded.os_pretty, kernel = excluded.kernel,
-         agent_version = excluded.agent_version, profile = excluded.profile",
+         agent_version = excluded.agent_version, profile = excluded.profile,
+         baseline_seq = excluded.baseline_seq, baseline_digest = excluded.baseline_digest",
     ),
     identity: false,
 };
@@ -271,8 +274,61 @@ const EVENTS: Table = Table {
     identity: true,
 };
 
+const COMPACT_ENVELOPES: Table = Table {
+    name: "compact_envelopes",
+    columns: &[("node_id", Text), ("seq", Int8), ("created_ms", Int8), ("body", Bytes), ("signature", Bytes)],
+    key: "node_id, seq",
+    update: None,
+    identity: false,
+};
+
+const PRUNED_RANGES: Table = Table {
+    name: "pruned_ranges",
+    columns: &[
+        ("node_id", Text),
+        ("first_seq", Int8),
+        ("last_seq", Int8),
+        ("count", Int8),
+        ("reason", Text),
+        ("prev_sha256", Bytes),
+        ("last_sha256", Bytes),
+        ("pruned_ms", Int8),
+    ],
+    key: "node_id, first_seq",
+    update: None,
+    identity: false,
+};
+
+const PRUNE_RUNS: Table = Table {
+    name: "prune_runs",
+    columns: &[
+        ("id", Int8),
+        ("at_ms", Int8),
+        ("policy", Text),
+        ("envelopes", Int8),
+        ("compact_envelopes", Int8),
+        ("finding_changes", Int8),
+        ("node_days", Int8),
+        ("events", Int8),
+    ],
+    key: "id",
+    update: None,
+    identity: true,
+};
+
 /// In the order the copy writes them (nodes before the rows naming them).
-const TABLES: [&Table; 7] = [&TOKENS, &NODES, &ENVELOPES, &FINDINGS_LATEST, &NODE_DAYS, &FINDING_CHANGES, &EVENTS];
+const TABLES: [&Table; 10] = [
+    &TOKENS,
+    &NODES,
+    &ENVELOPES,
+    &COMPACT_ENVELOPES,
+    &FINDINGS_LATEST,
+    &NODE_DAYS,
+    &FINDING_CHANGES,
+    &EVENTS,
+    &PRUNED_RANGES,
+    &PRUNE_RUNS,
+];
 
 impl Table {
     fn select(&self, after_id: Option<i64>) -> String {
@@ -579,10 +635,17 @@ fn node_chains_sqlite(conn: &Connection) -> rusqlite::Result<Vec<NodeChainDigest
     while let Some(r) = rows.next()? {
         chains.node(r.get(0)?, r.get(1)?, r.get(2)?);
     }
-    let mut stmt = conn.prepare("SELECT node_id, seq, body_sha256 FROM envelopes ORDER BY node_id, seq")?;
+    // Compact attestations keep no hash column: theirs is computed.
+    let mut stmt = conn.prepare(
+        "SELECT node_id, seq, body_sha256, NULL FROM envelopes
+         UNION ALL SELECT node_id, seq, NULL, body FROM compact_envelopes
+         ORDER BY 1, 2",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (id, seq, hash): (String, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (id, seq, hash, body): (String, i64, Option<Vec<u8>>, Option<Vec<u8>>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let hash = hash.unwrap_or_else(|| kosmos_proto::chain::body_hash(&body.unwrap_or_default()).to_vec());
         chains.envelope(&id, seq, &hash);
     }
     Ok(chains.finish())
@@ -597,7 +660,9 @@ fn node_chains_pg(client: &mut ::postgres::Client) -> Result<Vec<NodeChainDigest
     let doing = "reading the copy's chains";
     let mut rows = client
         .query_raw(
-            "SELECT node_id, seq, body_sha256 FROM envelopes ORDER BY node_id, seq",
+            "SELECT node_id, seq, body_sha256 FROM envelopes
+             UNION ALL SELECT node_id, seq, sha256(body) FROM compact_envelopes
+             ORDER BY 1, 2",
             Vec::<&(dyn ToSql + Sync)>::new(),
         )
         .map_err(pg(doing))?;

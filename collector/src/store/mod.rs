@@ -16,6 +16,7 @@ pub mod index;
 pub mod judge;
 pub mod migrate;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 pub mod writer;
 
@@ -148,6 +149,10 @@ pub enum IngestResult {
     Acked { head_seq: u64 },
     /// Refused; the reason is sent to the agent and recorded as an event.
     Refused { reason: String },
+    /// Refused for good: this envelope will never be accepted as it is (a
+    /// compact attestation whose claim does not hold). The agent is told to
+    /// set it aside.
+    Rejected { reason: String },
     /// Storing this envelope failed (a database error on its rows only): it
     /// was not stored and not acked, the agent retries it. Every other
     /// envelope of the batch was stored: one node's failure is its own.
@@ -162,7 +167,7 @@ pub struct NodeEvent {
     /// `gap`, `fork`, `replay`, `spool_overflow`, `clock_skew`,
     /// `clock_backwards`, `bad_signature`, `identity_mismatch`, `revoked`,
     /// `seq_out_of_range`, `malformed_envelope`, `malformed_report`,
-    /// `store_failed`.
+    /// `store_failed`, `false_claim`.
     pub kind: String,
     pub detail: String,
     pub at_ms: i64,
@@ -191,6 +196,40 @@ pub trait Store: EvidenceRead + Send {
     /// node's: `Err` means the whole transaction could not be committed.
     fn ingest(&mut self, batch: &[IngestItem], now_ms: i64) -> Result<Vec<IngestResult>, StoreError>;
     fn record_event(&mut self, event: &NodeEvent) -> Result<(), StoreError>;
+    /// Apply retention's cutoffs to one node's chain (see [`retention`]):
+    /// everything before its first full report inside the expiry horizon,
+    /// then at most `limit` compact attestations past `keep_all`, recording
+    /// each removed run. One transaction.
+    fn prune_node(
+        &mut self,
+        node_id: &str,
+        cut: &retention::Cutoffs,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<retention::PruneSummary, StoreError>;
+    /// Remove the drift timeline, daily standings and events older than
+    /// `before_ms`.
+    fn prune_history(&mut self, before_ms: i64) -> Result<retention::PruneSummary, StoreError>;
+    /// Record a retention run that removed something.
+    fn record_prune_run(&mut self, at_ms: i64, policy: &str, run: &retention::PruneSummary) -> Result<(), StoreError>;
+    /// Give the space retention freed back: SQLite returns free pages to
+    /// the file system (incremental auto-vacuum, or a full `VACUUM` when
+    /// `full` is set, which also turns incremental auto-vacuum on for a
+    /// database created without it); PostgreSQL vacuums the tables retention
+    /// deletes from, which makes their space reusable.
+    fn reclaim(&mut self, full: bool) -> Result<Reclaimed, StoreError>;
+}
+
+/// What [`Store::reclaim`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Bytes the database file shrank by (SQLite).
+    pub file_bytes: u64,
+    /// Bytes still free inside the file (SQLite without incremental
+    /// auto-vacuum: reused by new rows, returned by `prune --vacuum`).
+    pub free_bytes: u64,
+    /// What was done, in a few words.
+    pub how: String,
 }
 
 /// The reads behind evidence exports (and the CLI's node listing): nodes,
@@ -219,6 +258,26 @@ pub trait EvidenceRead {
     ) -> Result<Vec<EvidenceEnvelope>, StoreError>;
     /// SHA-256 of the stored body at `seq`, when that seq is stored.
     fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError>;
+    /// What retention removed from the node's chain, in seq order.
+    fn pruned_ranges(&mut self, node_id: &str) -> Result<Vec<PrunedRange>, StoreError>;
+}
+
+/// A run of consecutive seqs of one node that retention removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedRange {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// How many stored envelopes the run held (fewer than its seqs when the
+    /// chain already had a gap there).
+    pub count: u64,
+    /// `compact` (compact attestations past `keep_all_days`) or `expired`
+    /// (everything past `max_days`).
+    pub reason: String,
+    /// The `prev_hash` of the first removed body, when it was stored.
+    pub prev_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the last removed body: what the next body chains on.
+    pub last_sha256: Option<[u8; 32]>,
+    pub pruned_ms: i64,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -235,8 +294,8 @@ pub struct EvidenceEnvelope {
     pub signature: Vec<u8>,
     /// `created_at_unix_ms` of the body (the node's clock).
     pub created_ms: i64,
-    /// When the collector received it.
-    pub received_ms: i64,
+    /// When the collector received it (not kept for compact attestations).
+    pub received_ms: Option<i64>,
 }
 
 /// The reads behind fleet reports, the dashboard and a node's page. A

@@ -131,6 +131,44 @@ CREATE INDEX events_by_node ON events (node_id, id);
              one_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one_row)
          );",
     ),
+    (
+        4,
+        // Compact attestations, the baseline they refer to, and retention's
+        // records (as SQLite's schema version 2 explains).
+        r#"
+CREATE TABLE compact_envelopes (
+    node_id TEXT COLLATE "C" NOT NULL,
+    seq BIGINT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    signature BYTEA NOT NULL,
+    PRIMARY KEY (node_id, seq)
+);
+ALTER TABLE nodes ADD COLUMN baseline_seq BIGINT;
+ALTER TABLE nodes ADD COLUMN baseline_digest BYTEA;
+CREATE TABLE pruned_ranges (
+    node_id TEXT COLLATE "C" NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    prev_sha256 BYTEA,
+    last_sha256 BYTEA,
+    pruned_ms BIGINT NOT NULL,
+    PRIMARY KEY (node_id, first_seq)
+);
+CREATE TABLE prune_runs (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    policy TEXT NOT NULL,
+    envelopes BIGINT NOT NULL,
+    compact_envelopes BIGINT NOT NULL,
+    finding_changes BIGINT NOT NULL,
+    node_days BIGINT NOT NULL,
+    events BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The newest schema version this binary knows.

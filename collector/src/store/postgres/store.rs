@@ -14,7 +14,9 @@ use std::collections::HashMap;
 
 use ::postgres::{GenericClient, Row, Statement, Transaction};
 use kosmos_proto::chain::ChainHead;
+use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::report::{self, IndexedReport};
+use kosmos_proto::v1::Trigger;
 use kosmos_proto::verdict::Status;
 use sha2::{Digest, Sha256};
 
@@ -22,8 +24,8 @@ use super::{Conn, PgSettings, pg, schema};
 use crate::store::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
 use crate::store::judge::{self, Admission, BatchFailures, EventKind, NodeChain, hex};
 use crate::store::{
-    EvidenceEnvelope, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
-    StoredEnvelope, TokenUse,
+    EvidenceEnvelope, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, PrunedRange, Store,
+    StoreError, StoredEnvelope, TokenUse, retention,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -68,6 +70,8 @@ struct Statements {
     forget_latest: Statement,
     describe_node: Statement,
     insert_envelopes: Statement,
+    insert_compact: Statement,
+    baseline_counts: Statement,
     upsert_days: Statement,
     advance_heads: Statement,
 }
@@ -77,10 +81,11 @@ impl Statements {
         let mut prepare = |sql: &str| client.prepare(sql).map_err(pg("preparing the ingest statements"));
         Ok(Statements {
             lock_nodes: prepare(
-                "SELECT id, revoked_ms, head_seq, head_hash, last_created_ms, index_digest, index_full, index_counts
+                "SELECT id, revoked_ms, head_seq, head_hash, last_created_ms, index_digest, index_full, index_counts,
+                        baseline_seq, baseline_digest
                  FROM nodes WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
             )?,
-            envelope_hash: prepare("SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2")?,
+            envelope_hash: prepare(ENVELOPE_HASH)?,
             insert_event: prepare("INSERT INTO events (node_id, seq, kind, detail, at_ms) VALUES ($1, $2, $3, $4, $5)")?,
             load_latest: prepare(
                 // The findings' digests, not their JSON: what the plan compares,
@@ -122,6 +127,13 @@ impl Statements {
                                       $7::int8[], $8::int4[], $9::int8[], $10::int8[], $11::int8[], $12::int8[],
                                       $13::int8[], $14::int8[])",
             )?,
+            insert_compact: prepare(
+                "INSERT INTO compact_envelopes (node_id, seq, created_ms, body, signature)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[], $5::bytea[])",
+            )?,
+            baseline_counts: prepare(
+                "SELECT pass, fail, error, not_applicable, waived, blocking FROM envelopes WHERE node_id = $1 AND seq = $2",
+            )?,
             upsert_days: prepare(
                 "INSERT INTO node_days (node_id, day, seq, pass, fail, error, not_applicable, waived, blocking)
                  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
@@ -132,8 +144,10 @@ impl Statements {
                  WHERE excluded.seq >= node_days.seq",
             )?,
             advance_heads: prepare(
-                "UPDATE nodes SET head_seq = u.seq, head_hash = u.hash, last_created_ms = u.created, last_seen_ms = $5
-                 FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int8[]) AS u(id, seq, hash, created)
+                "UPDATE nodes SET head_seq = u.seq, head_hash = u.hash, last_created_ms = u.created, last_seen_ms = $5,
+                                  baseline_seq = u.baseline_seq, baseline_digest = u.baseline_digest
+                 FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::int8[], $6::int8[], $7::bytea[])
+                      AS u(id, seq, hash, created, baseline_seq, baseline_digest)
                  WHERE nodes.id = u.id",
             )?,
         })
@@ -174,6 +188,11 @@ impl PgStore {
         Ok(&mut *self.live()?.client)
     }
 }
+
+/// The chain hash of the body stored at (node, seq): the column of a full
+/// envelope, computed for a compact one.
+pub(super) const ENVELOPE_HASH: &str = "SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2
+     UNION ALL SELECT sha256(body) FROM compact_envelopes WHERE node_id = $1 AND seq = $2 LIMIT 1";
 
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -261,6 +280,7 @@ struct NodeState {
 #[derive(Default)]
 struct Deferred<'b> {
     envelopes: Vec<(&'b IngestItem, Option<Counts>)>,
+    compact: Vec<&'b IngestItem>,
     /// (node, seq) -> body hash of the envelopes above, for the chain
     /// judgement of a later envelope of the same batch.
     hashes: HashMap<(&'b str, u64), [u8; 32]>,
@@ -476,10 +496,25 @@ fn ingest_one<'b>(
         Admission::Store => {}
         Admission::AckHead => return Ok(IngestResult::Acked { head_seq: state.chain.head_seq() }),
         Admission::Refuse { reason } => return Ok(IngestResult::Refused { reason }),
+        Admission::Reject { reason } => return Ok(IngestResult::Rejected { reason }),
     }
-    let counts = if body.report_json.is_empty() { None } else { index_body(tx, sql, state, item, &event)? };
     let seq = seq_i64(body.seq);
-    deferred.envelopes.push((item, counts));
+    let (counts, digest) = if compact::is_compact(body) {
+        // The judge confirmed the claim: the node's standing is the
+        // baseline report's.
+        let counts = match state.chain.baseline {
+            Some(b) => baseline_counts(tx, sql, state, &item.node_id, b)?,
+            None => None,
+        };
+        deferred.compact.push(item);
+        (counts, None)
+    } else {
+        let counts = if body.report_json.is_empty() { None } else { index_body(tx, sql, state, item, &event)? };
+        deferred.envelopes.push((item, counts));
+        // The digest the store computed from this report: what compact
+        // rounds may refer to next.
+        (counts, counts.and(state.indexed.map(|(d, _, _)| d)))
+    };
     deferred.hashes.insert((item.node_id.as_str(), body.seq), hash);
     if let Some(c) = counts {
         let day = body.created_at_unix_ms.div_euclid(DAY_MS);
@@ -488,10 +523,42 @@ fn ingest_one<'b>(
             state.days.insert(day, (seq, c));
         }
     }
-    state.chain = state.chain.advanced(body, hash);
+    state.chain = state.chain.advanced(body, hash, digest);
     state.advanced = true;
     Ok(IngestResult::Acked { head_seq: body.seq })
 }
+
+/// The node's counts after its baseline report: from the indexed report
+/// when it is that one, else from the report's row.
+fn baseline_counts(
+    tx: &mut Transaction<'_>,
+    sql: &Statements,
+    state: &NodeState,
+    node_id: &str,
+    baseline: Baseline,
+) -> Result<Option<Counts>, StoreError> {
+    if let Some((digest, true, counts)) = state.indexed
+        && digest == baseline.digest
+    {
+        return Ok(Some(counts));
+    }
+    let row = tx
+        .query_opt(&sql.baseline_counts, &[&node_id, &seq_i64(baseline.seq)])
+        .map_err(pg("reading the baseline's counts"))?;
+    Ok(row.and_then(|r| {
+        Some(Counts {
+            pass: r.get::<_, Option<i64>>(0)?,
+            fail: r.get::<_, Option<i64>>(1).unwrap_or(0),
+            error: r.get::<_, Option<i64>>(2).unwrap_or(0),
+            not_applicable: r.get::<_, Option<i64>>(3).unwrap_or(0),
+            waived: r.get::<_, Option<i64>>(4).unwrap_or(0),
+            blocking: r.get::<_, Option<i64>>(5).unwrap_or(0),
+        })
+    }))
+}
+
+/// The baseline a node's head row is written with.
+type Baselined = Option<Baseline>;
 
 /// Write what a batch deferred: its envelopes, the nodes' days and heads.
 fn write_deferred(
@@ -534,14 +601,24 @@ fn write_deferred(
         )
         .map_err(pg("storing envelopes"))?;
     }
+    if !deferred.compact.is_empty() {
+        let rows = &deferred.compact;
+        let node_ids: Vec<&str> = rows.iter().map(|i| i.node_id.as_str()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|i| seq_i64(i.body.seq)).collect();
+        let created: Vec<i64> = rows.iter().map(|i| i.body.created_at_unix_ms).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|i| &i.body_bytes[..]).collect();
+        let signatures: Vec<&[u8]> = rows.iter().map(|i| i.signature.as_slice()).collect();
+        tx.execute(&sql.insert_compact, &[&node_ids, &seqs, &created, &bodies, &signatures])
+            .map_err(pg("storing compact attestations"))?;
+    }
     let mut days: Vec<(&str, i64, i64, Counts)> = Vec::new();
-    let mut heads: Vec<(&str, i64, [u8; 32], i64)> = Vec::new();
+    let mut heads: Vec<(&str, i64, [u8; 32], i64, Baselined)> = Vec::new();
     for (id, state) in states {
         days.extend(state.days.iter().map(|(day, (seq, c))| (id.as_str(), *day, *seq, *c)));
         if state.advanced
             && let (Some(head), Some(created)) = (state.chain.head, state.chain.last_created_ms)
         {
-            heads.push((id.as_str(), seq_i64(head.seq), head.hash, created));
+            heads.push((id.as_str(), seq_i64(head.seq), head.hash, created, state.chain.baseline));
         }
     }
     if !days.is_empty() {
@@ -570,7 +647,9 @@ fn write_deferred(
         let seqs: Vec<i64> = heads.iter().map(|h| h.1).collect();
         let hashes: Vec<&[u8]> = heads.iter().map(|h| h.2.as_slice()).collect();
         let created: Vec<i64> = heads.iter().map(|h| h.3).collect();
-        tx.execute(&sql.advance_heads, &[&ids, &seqs, &hashes, &created, &now_ms])
+        let baseline_seqs: Vec<Option<i64>> = heads.iter().map(|h| h.4.map(|b| seq_i64(b.seq))).collect();
+        let baseline_digests: Vec<Option<&[u8]>> = heads.iter().map(|h| h.4.as_ref().map(|b| &b.digest[..])).collect();
+        tx.execute(&sql.advance_heads, &[&ids, &seqs, &hashes, &created, &now_ms, &baseline_seqs, &baseline_digests])
             .map_err(pg("updating the node heads"))?;
     }
     Ok(())
@@ -597,7 +676,12 @@ fn lock_nodes(
             (Some(d), Some(full), Some(c)) => counts_from_array(&c).map(|c| (d, full, c)),
             _ => None,
         };
-        let chain = NodeChain { revoked: r.get::<_, Option<i64>>(1).is_some(), head, last_created_ms: r.get(4) };
+        let baseline = match (r.get::<_, Option<i64>>(8).and_then(|s| u64::try_from(s).ok()), hash32(r.get(9))) {
+            (Some(seq), Some(digest)) => Some(Baseline { seq, digest }),
+            _ => None,
+        };
+        let chain =
+            NodeChain { revoked: r.get::<_, Option<i64>>(1).is_some(), head, last_created_ms: r.get(4), baseline };
         states.insert(r.get(0), NodeState { chain, indexed, advanced: false, days: HashMap::new() });
     }
     Ok(states)
@@ -717,6 +801,159 @@ impl Store for PgStore {
         let Live { client, sql } = self.live()?;
         insert_event(&mut **client, sql, event)
     }
+
+    fn prune_node(
+        &mut self,
+        node_id: &str,
+        cut: &retention::Cutoffs,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<retention::PruneSummary, StoreError> {
+        let doing = "applying retention to a node";
+        let mut tx = self.client()?.transaction().map_err(pg(doing))?;
+        // Replicas prune too: one at a time per node.
+        if tx.query_opt("SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE", &[&node_id]).map_err(pg(doing))?.is_none() {
+            return Ok(retention::PruneSummary::default());
+        }
+        let mut summary = retention::PruneSummary::default();
+        let mut ranges = Vec::new();
+        if let Some(before) = cut.expired_before_ms {
+            let start: Option<i64> = tx
+                .query_one(
+                    "SELECT min(seq) FROM envelopes WHERE node_id = $1 AND created_ms >= $2 AND trigger <> $3",
+                    &[&node_id, &before, &(Trigger::Gap as i32)],
+                )
+                .map_err(pg(doing))?
+                .get(0);
+            let bound = match start {
+                Some(s) => s,
+                None => {
+                    let last: Option<i64> = tx
+                        .query_one(
+                            "SELECT max(seq) FROM (SELECT seq FROM envelopes WHERE node_id = $1 AND created_ms < $2
+                             UNION ALL SELECT seq FROM compact_envelopes WHERE node_id = $1 AND created_ms < $2) AS s",
+                            &[&node_id, &before],
+                        )
+                        .map_err(pg(doing))?
+                        .get(0);
+                    last.map_or(0, |l| l.saturating_add(1))
+                }
+            };
+            let mut edge = |order: &str| -> Result<Option<retention::AgedBody>, StoreError> {
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "SELECT seq, body FROM (SELECT seq, body FROM envelopes WHERE node_id = $1 AND seq < $2
+                             UNION ALL SELECT seq, body FROM compact_envelopes WHERE node_id = $1 AND seq < $2) AS s
+                             ORDER BY seq {order} LIMIT 1"
+                        ),
+                        &[&node_id, &bound],
+                    )
+                    .map_err(pg(doing))?;
+                Ok(row.map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1))))
+            };
+            if let (Some(first), Some(last)) = (edge("ASC")?, edge("DESC")?) {
+                let full = tx
+                    .execute("DELETE FROM envelopes WHERE node_id = $1 AND seq < $2", &[&node_id, &bound])
+                    .map_err(pg(doing))?;
+                let compact = tx
+                    .execute("DELETE FROM compact_envelopes WHERE node_id = $1 AND seq < $2", &[&node_id, &bound])
+                    .map_err(pg(doing))?;
+                summary.envelopes += full;
+                summary.compact_envelopes += compact;
+                ranges.push(retention::expired_range(&first, &last, full + compact, now_ms));
+            }
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                "SELECT seq, created_ms, body FROM compact_envelopes WHERE node_id = $1 ORDER BY seq LIMIT $2",
+                &[&node_id, &limit],
+            )
+            .map_err(pg(doing))?;
+        let aged: Vec<retention::AgedBody> = rows
+            .iter()
+            .take_while(|r| r.get::<_, i64>(1) < cut.compact_before_ms)
+            .map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(2)))
+            .collect();
+        for r in retention::ranges_of(&aged, "compact", now_ms) {
+            let n = tx
+                .execute(
+                    "DELETE FROM compact_envelopes WHERE node_id = $1 AND seq BETWEEN $2 AND $3",
+                    &[&node_id, &seq_i64(r.first_seq), &seq_i64(r.last_seq)],
+                )
+                .map_err(pg(doing))?;
+            summary.compact_envelopes += n;
+            ranges.push(r);
+        }
+        for r in &ranges {
+            tx.execute(
+                "INSERT INTO pruned_ranges (node_id, first_seq, last_seq, count, reason, prev_sha256, last_sha256, pruned_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &node_id,
+                    &seq_i64(r.first_seq),
+                    &seq_i64(r.last_seq),
+                    &seq_i64(r.count),
+                    &r.reason,
+                    &r.prev_sha256.map(|h| h.to_vec()),
+                    &r.last_sha256.map(|h| h.to_vec()),
+                    &r.pruned_ms,
+                ],
+            )
+            .map_err(pg("recording a pruned range"))?;
+        }
+        summary.ranges = ranges.len() as u64;
+        tx.commit().map_err(pg(doing))?;
+        Ok(summary)
+    }
+
+    fn prune_history(&mut self, before_ms: i64) -> Result<retention::PruneSummary, StoreError> {
+        let doing = "applying retention to the history";
+        let mut tx = self.client()?.transaction().map_err(pg(doing))?;
+        let changes = tx.execute("DELETE FROM finding_changes WHERE at_ms < $1", &[&before_ms]).map_err(pg(doing))?;
+        let days =
+            tx.execute("DELETE FROM node_days WHERE day < $1", &[&before_ms.div_euclid(DAY_MS)]).map_err(pg(doing))?;
+        let events = tx.execute("DELETE FROM events WHERE at_ms < $1", &[&before_ms]).map_err(pg(doing))?;
+        tx.commit().map_err(pg(doing))?;
+        Ok(retention::PruneSummary { finding_changes: changes, node_days: days, events, ..Default::default() })
+    }
+
+    fn record_prune_run(&mut self, at_ms: i64, policy: &str, run: &retention::PruneSummary) -> Result<(), StoreError> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.client()?
+            .execute(
+                "INSERT INTO prune_runs (at_ms, policy, envelopes, compact_envelopes, finding_changes, node_days, events)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &at_ms,
+                    &policy,
+                    &n(run.envelopes),
+                    &n(run.compact_envelopes),
+                    &n(run.finding_changes),
+                    &n(run.node_days),
+                    &n(run.events),
+                ],
+            )
+            .map_err(pg("recording a retention run"))?;
+        Ok(())
+    }
+
+    fn reclaim(&mut self, full: bool) -> Result<crate::store::Reclaimed, StoreError> {
+        // VACUUM cannot run in a transaction block: one statement each.
+        let verb = if full { "VACUUM FULL" } else { "VACUUM" };
+        for table in ["compact_envelopes", "envelopes", "finding_changes", "node_days", "events"] {
+            self.client()?.batch_execute(&format!("{verb} {table}")).map_err(pg("vacuuming"))?;
+        }
+        Ok(crate::store::Reclaimed {
+            how: if full {
+                "VACUUM FULL (tables rewritten, space returned to the file system)".into()
+            } else {
+                "VACUUM (space reusable by new rows; `--vacuum` runs VACUUM FULL)".into()
+            },
+            ..Default::default()
+        })
+    }
 }
 
 impl EvidenceRead for PgStore {
@@ -756,7 +993,12 @@ impl EvidenceRead for PgStore {
     fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError> {
         let rows = self
             .client()?
-            .query("SELECT seq, body, signature FROM envelopes WHERE node_id = $1 ORDER BY seq", &[&node_id])
+            .query(
+                "SELECT seq, body, signature FROM envelopes WHERE node_id = $1
+                 UNION ALL SELECT seq, body, signature FROM compact_envelopes WHERE node_id = $1
+                 ORDER BY seq",
+                &[&node_id],
+            )
             .map_err(pg("listing envelopes"))?;
         Ok(rows.iter().map(|r| (u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1), r.get(2))).collect())
     }
@@ -765,7 +1007,12 @@ impl EvidenceRead for PgStore {
         let r = self
             .client()?
             .query_one(
-                "SELECT min(seq), max(seq) FROM envelopes WHERE node_id = $1 AND created_ms BETWEEN $2 AND $3",
+                "SELECT min(lo), max(hi) FROM (
+                   SELECT min(seq) AS lo, max(seq) AS hi FROM envelopes
+                   WHERE node_id = $1 AND created_ms BETWEEN $2 AND $3
+                   UNION ALL
+                   SELECT min(seq), max(seq) FROM compact_envelopes
+                   WHERE node_id = $1 AND created_ms BETWEEN $2 AND $3) AS spans",
                 &[&node_id, &from_ms, &to_ms],
             )
             .map_err(pg("finding the envelopes of a time range"))?;
@@ -785,7 +1032,11 @@ impl EvidenceRead for PgStore {
             .client()?
             .query(
                 "SELECT seq, body, signature, created_ms, received_ms FROM envelopes
-                 WHERE node_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq LIMIT $4",
+                 WHERE node_id = $1 AND seq BETWEEN $2 AND $3
+                 UNION ALL
+                 SELECT seq, body, signature, created_ms, NULL::int8 FROM compact_envelopes
+                 WHERE node_id = $1 AND seq BETWEEN $2 AND $3
+                 ORDER BY seq LIMIT $4",
                 &[&node_id, &seq_i64(first_seq), &seq_i64(last_seq), &limit],
             )
             .map_err(pg("reading envelopes"))?;
@@ -804,8 +1055,31 @@ impl EvidenceRead for PgStore {
     fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let row = self
             .client()?
-            .query_opt("SELECT body_sha256 FROM envelopes WHERE node_id = $1 AND seq = $2", &[&node_id, &seq_i64(seq)])
+            .query_opt(ENVELOPE_HASH, &[&node_id, &seq_i64(seq)])
             .map_err(pg("looking up an envelope hash"))?;
         Ok(row.and_then(|r| hash32(r.get(0))))
+    }
+
+    fn pruned_ranges(&mut self, node_id: &str) -> Result<Vec<PrunedRange>, StoreError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT first_seq, last_seq, count, reason, prev_sha256, last_sha256, pruned_ms FROM pruned_ranges
+                 WHERE node_id = $1 ORDER BY first_seq",
+                &[&node_id],
+            )
+            .map_err(pg("listing pruned ranges"))?;
+        Ok(rows
+            .iter()
+            .map(|r| PrunedRange {
+                first_seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+                last_seq: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                count: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                reason: r.get(3),
+                prev_sha256: hash32(r.get(4)),
+                last_sha256: hash32(r.get(5)),
+                pruned_ms: r.get(6),
+            })
+            .collect())
     }
 }

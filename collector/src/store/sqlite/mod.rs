@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use kosmos_proto::chain::ChainHead;
+use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::report::{self, IndexedReport};
+use kosmos_proto::v1::Trigger;
 use kosmos_proto::verdict::Status;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -29,7 +31,7 @@ use super::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, Report
 use super::judge::{self, Admission, BatchFailures, EventKind, NodeChain, hex};
 use super::{
     DeferredSync, EvidenceRead, IngestItem, IngestResult, NewNode, NodeEvent, NodeRecord, Store, StoreError,
-    StoredEnvelope, TokenUse,
+    StoredEnvelope, TokenUse, retention,
 };
 
 /// What the store remembers of a node's indexed state.
@@ -112,6 +114,11 @@ impl SqliteStore {
         // KiB of gzip and sit in overflow pages either way.) Only takes
         // effect on a new database.
         conn.pragma_update(None, "page_size", 4096).map_err(open_err)?;
+        // Retention frees pages; with incremental auto-vacuum it can also
+        // give them back to the file system, a step at a time, without a
+        // full VACUUM. Only takes effect on a new database (an older one is
+        // converted by `prune --vacuum`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
@@ -359,6 +366,31 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRecord> {
 const NODE_COLUMNS: &str =
     "id, hostname, machine_id, cert_der, cert_sha256, enrolled_ms, revoked_ms, head_seq, head_hash, last_seen_ms";
 
+/// The baseline a node row holds (None when either column is unset or
+/// the digest is not 32 bytes, which only a foreign write could do).
+fn stored_baseline(seq: Option<i64>, digest: Option<Vec<u8>>) -> Option<Baseline> {
+    Some(Baseline { seq: u64::try_from(seq?).ok()?, digest: <[u8; 32]>::try_from(digest?).ok()? })
+}
+
+/// The chain hash of the body stored at (node, seq): the column of a full
+/// envelope, computed for a compact one.
+fn stored_body_hash(conn: &rusqlite::Connection, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
+        .and_then(|mut s| s.query_row(params![node_id, seq_i64(seq)], |r| r.get(0)).optional())
+        .map_err(sql("looking up an envelope"))?;
+    if let Some(h) = stored {
+        return <[u8; 32]>::try_from(h.as_slice())
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("node {node_id} seq {seq}: a body hash of {} bytes", h.len())));
+    }
+    let compact: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT body FROM compact_envelopes WHERE node_id = ?1 AND seq = ?2")
+        .and_then(|mut s| s.query_row(params![node_id, seq_i64(seq)], |r| r.get(0)).optional())
+        .map_err(sql("looking up a compact attestation"))?;
+    Ok(compact.map(|body| kosmos_proto::chain::body_hash(&body)))
+}
+
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
@@ -368,8 +400,9 @@ pub(crate) fn sql(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreE
     move |source| StoreError::Backend { doing, source: source.into() }
 }
 
-/// (revoked_ms, head_seq, head_hash, last_created_ms) of a node.
-type HeadRow = (Option<i64>, i64, Option<Vec<u8>>, Option<i64>);
+/// (revoked_ms, head_seq, head_hash, last_created_ms, baseline_seq,
+/// baseline_digest) of a node.
+type HeadRow = (Option<i64>, i64, Option<Vec<u8>>, Option<i64>, Option<i64>, Option<Vec<u8>>);
 
 impl SqliteStore {
     /// Check a one-time token and, when it is valid, mark it used.
@@ -580,23 +613,7 @@ impl SqliteStore {
             at_ms: now_ms,
         };
         let hash = item.body_sha256;
-        let judgement = judge::judge(state, body, &hash, now_ms, |seq| -> Result<Option<[u8; 32]>, StoreError> {
-            let stored: Option<Vec<u8>> = tx
-                .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
-                .and_then(|mut s| s.query_row(params![item.node_id, seq_i64(seq)], |r| r.get(0)).optional())
-                .map_err(sql("looking up an envelope"))?;
-            stored
-                .map(|h| {
-                    <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
-                        StoreError::Corrupt(format!(
-                            "node {} seq {seq}: a body hash of {} bytes",
-                            item.node_id,
-                            h.len()
-                        ))
-                    })
-                })
-                .transpose()
-        })?;
+        let judgement = judge::judge(state, body, &hash, now_ms, |seq| stored_body_hash(tx, &item.node_id, seq))?;
         for e in &judgement.events {
             Self::event_tx(tx, &event(e.kind, e.detail.clone()))?;
         }
@@ -604,8 +621,36 @@ impl SqliteStore {
             Admission::Store => {}
             Admission::AckHead => return Ok(IngestResult::Acked { head_seq: state.head_seq() }),
             Admission::Refuse { reason } => return Ok(IngestResult::Refused { reason }),
+            Admission::Reject { reason } => return Ok(IngestResult::Rejected { reason }),
+        }
+        if compact::is_compact(body) {
+            // The judge confirmed the claim against the baseline: the
+            // node's standing is the baseline report's.
+            let counts = match state.baseline {
+                Some(b) => Self::baseline_counts(tx, cache, &item.node_id, b)?,
+                None => None,
+            };
+            tx.prepare_cached(
+                "INSERT INTO compact_envelopes (node_id, seq, created_ms, body, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    item.node_id,
+                    seq_i64(body.seq),
+                    body.created_at_unix_ms,
+                    &item.body_bytes[..],
+                    item.signature
+                ])
+            })
+            .map_err(sql("storing a compact attestation"))?;
+            Self::record_day(tx, cache, item, counts)?;
+            Self::advance_head(tx, state, item, hash, now_ms, None)?;
+            return Ok(IngestResult::Acked { head_seq: body.seq });
         }
         let counts = if body.report_json.is_empty() { None } else { Self::index_body(tx, cache, item, &event)? };
+        // The digest the store computed from this report (index_body keeps
+        // it as the node's last report), which compact rounds may refer to.
+        let digest = counts.and(cache.last_report.map(|l| l.digest));
         tx.prepare_cached(
             "INSERT INTO envelopes (node_id, seq, body, signature, body_sha256, created_ms, received_ms, trigger,
                                     pass, fail, error, not_applicable, waived, blocking)
@@ -630,6 +675,56 @@ impl SqliteStore {
             ])
         })
         .map_err(sql("storing an envelope"))?;
+        Self::record_day(tx, cache, item, counts)?;
+        Self::advance_head(tx, state, item, hash, now_ms, digest)?;
+        Ok(IngestResult::Acked { head_seq: body.seq })
+    }
+
+    /// The node's counts after its baseline report: from the index cache
+    /// when it still describes that report, else from the report's row.
+    fn baseline_counts(
+        tx: &rusqlite::Connection,
+        cache: &NodeIndexCache,
+        node_id: &str,
+        baseline: Baseline,
+    ) -> Result<Option<Counts>, StoreError> {
+        if let Some(last) = cache.last_report.filter(|l| l.full && l.digest == baseline.digest) {
+            return Ok(Some(last.counts));
+        }
+        tx.prepare_cached(
+            "SELECT pass, fail, error, not_applicable, waived, blocking FROM envelopes WHERE node_id = ?1 AND seq = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![node_id, seq_i64(baseline.seq)], |r| {
+                let pass: Option<i64> = r.get(0)?;
+                Ok(pass.map(|pass| -> rusqlite::Result<Counts> {
+                    Ok(Counts {
+                        pass,
+                        fail: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        error: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                        not_applicable: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                        waived: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                        blocking: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                    })
+                }))
+            })
+            .optional()
+        })
+        .map_err(sql("reading the baseline's counts"))?
+        .flatten()
+        .transpose()
+        .map_err(sql("reading the baseline's counts"))
+    }
+
+    /// The node's standing on the day of `item` (written only when it
+    /// changes the day's row).
+    fn record_day(
+        tx: &rusqlite::Connection,
+        cache: &mut NodeIndexCache,
+        item: &IngestItem,
+        counts: Option<Counts>,
+    ) -> Result<(), StoreError> {
+        let body = &item.body;
         let day = body.created_at_unix_ms.div_euclid(DAY_MS);
         if let Some(c) = counts.filter(|c| cache.last_day != Some((day, *c))) {
             cache.last_day = Some((day, c));
@@ -656,15 +751,40 @@ impl SqliteStore {
             })
             .map_err(sql("storing the node's day"))?;
         }
+        Ok(())
+    }
+
+    /// Make `item` the node's head (and its report, when it carries one
+    /// with `digest`, the baseline).
+    fn advance_head(
+        tx: &rusqlite::Connection,
+        state: &mut NodeChain,
+        item: &IngestItem,
+        hash: [u8; 32],
+        now_ms: i64,
+        digest: Option<[u8; 32]>,
+    ) -> Result<(), StoreError> {
+        let body = &item.body;
+        let next = state.advanced(body, hash, digest);
         tx.prepare_cached(
-            "UPDATE nodes SET head_seq = ?2, head_hash = ?3, last_created_ms = ?4, last_seen_ms = ?5 WHERE id = ?1",
+            "UPDATE nodes SET head_seq = ?2, head_hash = ?3, last_created_ms = ?4, last_seen_ms = ?5,
+                              baseline_seq = ?6, baseline_digest = ?7
+             WHERE id = ?1",
         )
         .and_then(|mut s| {
-            s.execute(params![item.node_id, seq_i64(body.seq), hash.as_slice(), body.created_at_unix_ms, now_ms])
+            s.execute(params![
+                item.node_id,
+                seq_i64(body.seq),
+                hash.as_slice(),
+                body.created_at_unix_ms,
+                now_ms,
+                next.baseline.map(|b| seq_i64(b.seq)),
+                next.baseline.map(|b| b.digest.to_vec())
+            ])
         })
         .map_err(sql("updating the node head"))?;
-        *state = state.advanced(body, hash);
-        Ok(IngestResult::Acked { head_seq: body.seq })
+        *state = next;
+        Ok(())
     }
 }
 
@@ -726,14 +846,17 @@ impl Store for SqliteStore {
                 if !states.contains_key(&item.node_id) {
                     let row: Option<HeadRow> = tx
                         .prepare_cached(
-                            "SELECT revoked_ms, head_seq, head_hash, last_created_ms FROM nodes WHERE id = ?1",
+                            "SELECT revoked_ms, head_seq, head_hash, last_created_ms, baseline_seq, baseline_digest
+                             FROM nodes WHERE id = ?1",
                         )
                         .and_then(|mut s| {
-                            s.query_row([&item.node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                                .optional()
+                            s.query_row([&item.node_id], |r| {
+                                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                            })
+                            .optional()
                         })
                         .map_err(sql("reading a node head"))?;
-                    let Some((revoked, head_seq, head_hash, last_created)) = row else {
+                    let Some((revoked, head_seq, head_hash, last_created, baseline_seq, baseline_digest)) = row else {
                         results.push(IngestResult::Refused { reason: "unknown node".into() });
                         continue;
                     };
@@ -741,9 +864,10 @@ impl Store for SqliteStore {
                         (Ok(seq), Some(hash)) if seq > 0 => Some(ChainHead { seq, hash }),
                         _ => None,
                     };
+                    let baseline = stored_baseline(baseline_seq, baseline_digest);
                     states.insert(
                         item.node_id.clone(),
-                        NodeChain { revoked: revoked.is_some(), head, last_created_ms: last_created },
+                        NodeChain { revoked: revoked.is_some(), head, last_created_ms: last_created, baseline },
                     );
                 }
                 let Some(state) = states.get_mut(&item.node_id) else { continue };
@@ -754,7 +878,7 @@ impl Store for SqliteStore {
                 // One envelope, one savepoint: an error undoes this envelope's
                 // rows only, never another node's in the same transaction.
                 let sp = tx.savepoint().map_err(sql("starting an envelope savepoint"))?;
-                let saved_state = (state.head, state.last_created_ms);
+                let saved_state = *state;
                 let cache = digests.entry(item.node_id.clone()).or_default();
                 match Self::ingest_one(&sp, cache, state, item, now_ms) {
                     Ok(r) => {
@@ -763,7 +887,7 @@ impl Store for SqliteStore {
                     }
                     Err(e) => {
                         drop(sp);
-                        (state.head, state.last_created_ms) = saved_state;
+                        *state = saved_state;
                         // The index cache may describe rows just rolled back:
                         // it is reloaded from the database on the next batch.
                         digests.remove(&item.node_id);
@@ -806,6 +930,203 @@ impl Store for SqliteStore {
             .map_err(sql("recording an event"))?;
         Ok(())
     }
+
+    fn prune_node(
+        &mut self,
+        node_id: &str,
+        cut: &retention::Cutoffs,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<retention::PruneSummary, StoreError> {
+        let doing = "applying retention to a node";
+        let tx = self.conn.transaction().map_err(sql(doing))?;
+        let mut summary = retention::PruneSummary::default();
+        let mut ranges = Vec::new();
+        if let Some(before) = cut.expired_before_ms {
+            // The chain is cut at the node's first report inside the horizon
+            // (a gap marker carries none): no compact attestation kept can
+            // refer to anything removed.
+            let start: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(seq) FROM envelopes WHERE node_id = ?1 AND created_ms >= ?2 AND trigger <> ?3",
+                    params![node_id, before, Trigger::Gap as i32],
+                    |r| r.get(0),
+                )
+                .map_err(sql(doing))?;
+            let bound = match start {
+                Some(s) => s,
+                None => {
+                    let last: Option<i64> = tx
+                        .query_row(
+                            "SELECT MAX(seq) FROM (SELECT seq FROM envelopes WHERE node_id = ?1 AND created_ms < ?2
+                             UNION ALL SELECT seq FROM compact_envelopes WHERE node_id = ?1 AND created_ms < ?2)",
+                            params![node_id, before],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql(doing))?;
+                    last.map_or(0, |l| l.saturating_add(1))
+                }
+            };
+            let edge = |order: &str| -> Result<Option<retention::AgedBody>, StoreError> {
+                tx.query_row(
+                    &format!(
+                        "SELECT seq, body FROM (SELECT seq, body FROM envelopes WHERE node_id = ?1 AND seq < ?2
+                         UNION ALL SELECT seq, body FROM compact_envelopes WHERE node_id = ?1 AND seq < ?2)
+                         ORDER BY seq {order} LIMIT 1"
+                    ),
+                    params![node_id, bound],
+                    |r| Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql(doing))
+            };
+            if let (Some(first), Some(last)) = (edge("ASC")?, edge("DESC")?) {
+                let full = tx
+                    .execute("DELETE FROM envelopes WHERE node_id = ?1 AND seq < ?2", params![node_id, bound])
+                    .map_err(sql(doing))?;
+                let compact = tx
+                    .execute("DELETE FROM compact_envelopes WHERE node_id = ?1 AND seq < ?2", params![node_id, bound])
+                    .map_err(sql(doing))?;
+                summary.envelopes += full as u64;
+                summary.compact_envelopes += compact as u64;
+                ranges.push(retention::expired_range(&first, &last, (full + compact) as u64, now_ms));
+            }
+        }
+        // Compact attestations past keep_all, in seq order up to the first
+        // one inside the window.
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT seq, created_ms, body FROM compact_envelopes WHERE node_id = ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(sql(doing))?;
+        let rows = stmt
+            .query_map(params![node_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })
+            .map_err(sql(doing))?;
+        let mut aged = Vec::new();
+        for row in rows {
+            let (seq, created, body) = row.map_err(sql(doing))?;
+            if created >= cut.compact_before_ms {
+                break;
+            }
+            aged.push((u64::try_from(seq).unwrap_or(0), body));
+        }
+        drop(stmt);
+        for r in retention::ranges_of(&aged, "compact", now_ms) {
+            let n = tx
+                .execute(
+                    "DELETE FROM compact_envelopes WHERE node_id = ?1 AND seq BETWEEN ?2 AND ?3",
+                    params![node_id, seq_i64(r.first_seq), seq_i64(r.last_seq)],
+                )
+                .map_err(sql(doing))?;
+            summary.compact_envelopes += n as u64;
+            ranges.push(r);
+        }
+        for r in &ranges {
+            tx.prepare_cached(
+                "INSERT INTO pruned_ranges (node_id, first_seq, last_seq, count, reason, prev_sha256, last_sha256, pruned_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    node_id,
+                    seq_i64(r.first_seq),
+                    seq_i64(r.last_seq),
+                    seq_i64(r.count),
+                    r.reason,
+                    r.prev_sha256.map(|h| h.to_vec()),
+                    r.last_sha256.map(|h| h.to_vec()),
+                    r.pruned_ms
+                ])
+            })
+            .map_err(sql("recording a pruned range"))?;
+        }
+        summary.ranges = ranges.len() as u64;
+        tx.commit().map_err(sql(doing))?;
+        Ok(summary)
+    }
+
+    fn prune_history(&mut self, before_ms: i64) -> Result<retention::PruneSummary, StoreError> {
+        let doing = "applying retention to the history";
+        let tx = self.conn.transaction().map_err(sql(doing))?;
+        let changes = tx.execute("DELETE FROM finding_changes WHERE at_ms < ?1", [before_ms]).map_err(sql(doing))?;
+        // Whole days only: the day holding the horizon keeps its standing.
+        let days =
+            tx.execute("DELETE FROM node_days WHERE day < ?1", [before_ms.div_euclid(DAY_MS)]).map_err(sql(doing))?;
+        let events = tx.execute("DELETE FROM events WHERE at_ms < ?1", [before_ms]).map_err(sql(doing))?;
+        tx.commit().map_err(sql(doing))?;
+        Ok(retention::PruneSummary {
+            finding_changes: changes as u64,
+            node_days: days as u64,
+            events: events as u64,
+            ..Default::default()
+        })
+    }
+
+    fn record_prune_run(&mut self, at_ms: i64, policy: &str, run: &retention::PruneSummary) -> Result<(), StoreError> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "INSERT INTO prune_runs (at_ms, policy, envelopes, compact_envelopes, finding_changes, node_days, events)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    at_ms,
+                    policy,
+                    n(run.envelopes),
+                    n(run.compact_envelopes),
+                    n(run.finding_changes),
+                    n(run.node_days),
+                    n(run.events)
+                ],
+            )
+            .map_err(sql("recording a retention run"))?;
+        Ok(())
+    }
+
+    fn reclaim(&mut self, full: bool) -> Result<super::Reclaimed, StoreError> {
+        let doing = "returning free space to the file system";
+        let pragma = |conn: &Connection, name: &str| -> Result<i64, StoreError> {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).map_err(sql(doing))
+        };
+        let page = pragma(&self.conn, "page_size")?;
+        let size = |conn: &Connection| -> Result<i64, StoreError> { Ok(pragma(conn, "page_count")? * page) };
+        let before = size(&self.conn)?;
+        let how = if full {
+            // Switching auto-vacuum on takes a VACUUM; the VACUUM also
+            // returns every free page.
+            self.conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(sql(doing))?;
+            self.conn.execute_batch("VACUUM").map_err(sql(doing))?;
+            "VACUUM (incremental auto-vacuum now on)".to_string()
+        } else if pragma(&self.conn, "auto_vacuum")? == 2 {
+            // A step at a time, so that a serving collector's ingest waits
+            // at most one step.
+            loop {
+                let free = pragma(&self.conn, "freelist_count")?;
+                if free == 0 {
+                    break;
+                }
+                self.conn.execute_batch("PRAGMA incremental_vacuum(4096)").map_err(sql(doing))?;
+                if pragma(&self.conn, "freelist_count")? >= free {
+                    break;
+                }
+            }
+            "incremental vacuum".to_string()
+        } else {
+            "none: this database was created without incremental auto-vacuum; its free pages are reused by new \
+             rows, and `kosmos-collector prune --vacuum` returns them"
+                .to_string()
+        };
+        // The file shrinks at the next checkpoint of the WAL.
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql(doing))?;
+        let after = size(&self.conn)?;
+        let free = pragma(&self.conn, "freelist_count")? * page;
+        Ok(super::Reclaimed {
+            file_bytes: u64::try_from(before - after).unwrap_or(0),
+            free_bytes: u64::try_from(free).unwrap_or(0),
+            how,
+        })
+    }
 }
 
 impl EvidenceRead for SqliteStore {
@@ -847,7 +1168,11 @@ impl EvidenceRead for SqliteStore {
     fn envelopes(&mut self, node_id: &str) -> Result<Vec<StoredEnvelope>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT seq, body, signature FROM envelopes WHERE node_id = ?1 ORDER BY seq")
+            .prepare(
+                "SELECT seq, body, signature FROM envelopes WHERE node_id = ?1
+                 UNION ALL SELECT seq, body, signature FROM compact_envelopes WHERE node_id = ?1
+                 ORDER BY seq",
+            )
             .map_err(sql("listing envelopes"))?;
         let rows = stmt
             .query_map([node_id], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
@@ -861,8 +1186,12 @@ impl EvidenceRead for SqliteStore {
         let (first, last): (Option<i64>, Option<i64>) = self
             .conn
             .prepare_cached(
-                "SELECT MIN(seq), MAX(seq) FROM envelopes INDEXED BY envelopes_by_node_created
-                 WHERE node_id = ?1 AND created_ms BETWEEN ?2 AND ?3",
+                "SELECT MIN(lo), MAX(hi) FROM (
+                   SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM envelopes INDEXED BY envelopes_by_node_created
+                   WHERE node_id = ?1 AND created_ms BETWEEN ?2 AND ?3
+                   UNION ALL
+                   SELECT MIN(seq), MAX(seq) FROM compact_envelopes
+                   WHERE node_id = ?1 AND created_ms BETWEEN ?2 AND ?3)",
             )
             .and_then(|mut s| s.query_row(params![node_id, from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(sql("finding the envelopes of a time range"))?;
@@ -880,7 +1209,11 @@ impl EvidenceRead for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT seq, body, signature, created_ms, received_ms FROM envelopes
-                 WHERE node_id = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq LIMIT ?4",
+                 WHERE node_id = ?1 AND seq BETWEEN ?2 AND ?3
+                 UNION ALL
+                 SELECT seq, body, signature, created_ms, NULL FROM compact_envelopes
+                 WHERE node_id = ?1 AND seq BETWEEN ?2 AND ?3
+                 ORDER BY seq LIMIT ?4",
             )
             .map_err(sql("reading envelopes"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -899,12 +1232,32 @@ impl EvidenceRead for SqliteStore {
     }
 
     fn envelope_hash(&mut self, node_id: &str, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        let hash: Option<Vec<u8>> = self
+        stored_body_hash(&self.conn, node_id, seq)
+    }
+
+    fn pruned_ranges(&mut self, node_id: &str) -> Result<Vec<super::PrunedRange>, StoreError> {
+        let mut stmt = self
             .conn
-            .prepare_cached("SELECT body_sha256 FROM envelopes WHERE node_id = ?1 AND seq = ?2")
-            .and_then(|mut s| s.query_row(params![node_id, seq_i64(seq)], |r| r.get(0)).optional())
-            .map_err(sql("looking up an envelope hash"))?;
-        Ok(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()))
+            .prepare_cached(
+                "SELECT first_seq, last_seq, count, reason, prev_sha256, last_sha256, pruned_ms FROM pruned_ranges
+                 WHERE node_id = ?1 ORDER BY first_seq",
+            )
+            .map_err(sql("listing pruned ranges"))?;
+        let rows = stmt
+            .query_map([node_id], |r| {
+                let hash = |v: Option<Vec<u8>>| v.and_then(|h| <[u8; 32]>::try_from(h).ok());
+                Ok(super::PrunedRange {
+                    first_seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    last_seq: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    reason: r.get(3)?,
+                    prev_sha256: hash(r.get(4)?),
+                    last_sha256: hash(r.get(5)?),
+                    pruned_ms: r.get(6)?,
+                })
+            })
+            .map_err(sql("listing pruned ranges"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql("listing pruned ranges"))
     }
 }
 
@@ -952,6 +1305,124 @@ mod tests {
     const REPORT: &str = r#"{"summary":{"pass":1,"fail":1,"error":0,"not_applicable":0,"waived":0},
         "results":[{"id":"a.b","status":"pass","severity":"low","family":"a","title":"t"},
                    {"id":"a.c","status":"fail","severity":"high","family":"a","title":"u"}]}"#;
+
+    /// A compact attestation of `prev`'s chain claiming equality with the
+    /// report at `same_as` (digest `digest`).
+    fn compact_item(node: &str, seq: u64, prev: [u8; 32], same_as: u64, digest: [u8; 32]) -> IngestItem {
+        let body = AttestationBody {
+            node_id: node.into(),
+            seq,
+            prev_hash: prev.to_vec(),
+            created_at_unix_ms: 1_000i64.saturating_mul(i64::try_from(seq).unwrap_or(i64::MAX)),
+            same_as_seq: same_as,
+            report_index_sha256: digest.to_vec(),
+            trigger: kosmos_proto::v1::Trigger::Schedule as i32,
+            ..Default::default()
+        };
+        IngestItem::new(node.into(), body.encode_to_vec(), vec![0; 64], body, 0)
+    }
+
+    fn report_digest(report: &str) -> [u8; 32] {
+        kosmos_proto::report::IndexedReport::parse(report.as_bytes()).unwrap().digest()
+    }
+
+    /// Issue 17: compact attestations are stored when their claim holds
+    /// (also after the store is reopened: the baseline is in the node row),
+    /// refused for good and recorded when it does not, and read back with
+    /// the full envelopes in seq order.
+    #[test]
+    fn compact_attestations_are_confirmed_against_the_baseline() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.db");
+        let mut s = SqliteStore::open(&path).unwrap();
+        enroll(&mut s, "n");
+        let digest = report_digest(REPORT);
+        let full = item("n", 1, chain::GENESIS_PREV_HASH, REPORT);
+        let c2 = compact_item("n", 2, chain::body_hash(&full.body_bytes), 1, digest);
+        let r = s.ingest(&[full.clone(), c2.clone()], 10).unwrap();
+        assert_eq!(r, [IngestResult::Acked { head_seq: 1 }, IngestResult::Acked { head_seq: 2 }]);
+        drop(s);
+        let mut s = SqliteStore::open(&path).unwrap();
+        let c3 = compact_item("n", 3, chain::body_hash(&c2.body_bytes), 1, digest);
+        // A false digest, a reference to a report that is not the latest.
+        let lie = compact_item("n", 4, chain::body_hash(&c3.body_bytes), 1, [9; 32]);
+        let stale = compact_item("n", 4, chain::body_hash(&c3.body_bytes), 2, digest);
+        let r = s.ingest(&[c3.clone(), lie, stale], 10).unwrap();
+        assert_eq!(r[0], IngestResult::Acked { head_seq: 3 });
+        assert!(matches!(&r[1], IngestResult::Rejected { reason } if reason.contains("digest")), "{:?}", r[1]);
+        assert!(matches!(&r[2], IngestResult::Rejected { reason } if reason.contains("latest full report is seq 1")));
+        let kinds: Vec<String> = s.events("n").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["false_claim", "false_claim"]);
+        assert_eq!(s.node("n").unwrap().unwrap().head_seq, 3);
+        // Every body in seq order, verbatim; a compact one's hash computed.
+        let all = s.envelopes("n").unwrap();
+        assert_eq!(all.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(all[1].1, c2.body_bytes.to_vec());
+        assert_eq!(s.envelope_hash("n", 2).unwrap(), Some(chain::body_hash(&c2.body_bytes)));
+        assert_eq!(s.envelope_span("n", 2000, 3000).unwrap(), Some((2, 3)));
+        let page = s.envelopes_in("n", 1, 3, 10).unwrap();
+        assert_eq!(page.iter().map(|e| (e.seq, e.received_ms)).collect::<Vec<_>>(), [(1, Some(0)), (2, None), (3, None)]);
+        // A changed report moves the baseline: a claim about seq 1 is now false.
+        let changed = REPORT.replace("\"fail\"", "\"pass\"");
+        let f4 = item("n", 4, chain::body_hash(&c3.body_bytes), &changed);
+        let old_claim = compact_item("n", 5, chain::body_hash(&f4.body_bytes), 1, digest);
+        let r = s.ingest(&[f4, old_claim], 10).unwrap();
+        assert_eq!(r[0], IngestResult::Acked { head_seq: 4 });
+        assert!(matches!(&r[1], IngestResult::Rejected { .. }), "{:?}", r[1]);
+        // The day's standing after a compact round is the baseline's.
+        let days: i64 = s.conn.query_row("SELECT COUNT(*) FROM node_days WHERE node_id = 'n'", [], |r| r.get(0)).unwrap();
+        assert_eq!(days, 1);
+    }
+
+    /// Issue 17: retention removes compact attestations past keep_all as
+    /// recorded runs (with the hashes around them) and everything before
+    /// the first report inside max_age; incremental auto-vacuum gives the
+    /// pages back.
+    #[test]
+    fn retention_removes_and_records_what_it_removed() {
+        let (_d, mut s) = store();
+        enroll(&mut s, "n");
+        let digest = report_digest(REPORT);
+        // 1 full, 2..=9 compact, 10 full, 11..=12 compact (created at seq*1000).
+        let mut items = vec![item("n", 1, chain::GENESIS_PREV_HASH, REPORT)];
+        for seq in 2..=12 {
+            let prev = chain::body_hash(&items[items.len() - 1].body_bytes);
+            items.push(match seq {
+                10 => item("n", 10, prev, REPORT),
+                11 | 12 => compact_item("n", seq, prev, 10, digest),
+                _ => compact_item("n", seq, prev, 1, digest),
+            });
+        }
+        let r = s.ingest(&items, 10).unwrap();
+        assert!(r.iter().all(|x| matches!(x, IngestResult::Acked { .. })), "{r:?}");
+        // Compact rounds created before 6,500 ms go (2..=6); 7.. stay.
+        let cut = retention::Cutoffs { compact_before_ms: 6_500, expired_before_ms: None };
+        let done = s.prune_node("n", &cut, 99, 100).unwrap();
+        assert_eq!((done.compact_envelopes, done.envelopes, done.ranges), (5, 0, 1));
+        let ranges = s.pruned_ranges("n").unwrap();
+        assert_eq!((ranges[0].first_seq, ranges[0].last_seq, ranges[0].reason.as_str()), (2, 6, "compact"));
+        assert_eq!(ranges[0].prev_sha256, Some(chain::body_hash(&items[0].body_bytes)));
+        assert_eq!(ranges[0].last_sha256, Some(chain::body_hash(&items[5].body_bytes)));
+        // Again: nothing more in that window.
+        assert_eq!(s.prune_node("n", &cut, 99, 100).unwrap().compact_envelopes, 0);
+        // Expiry before 9,500 ms: everything before the first report inside
+        // it (seq 10), the full report of seq 1 included.
+        let cut = retention::Cutoffs { compact_before_ms: 0, expired_before_ms: Some(9_500) };
+        let done = s.prune_node("n", &cut, 99, 100).unwrap();
+        assert_eq!((done.compact_envelopes, done.envelopes), (3, 1));
+        let seqs: Vec<u64> = s.envelopes("n").unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(seqs, [10, 11, 12]);
+        let expired = s.pruned_ranges("n").unwrap().into_iter().find(|r| r.reason == "expired").unwrap();
+        assert_eq!((expired.first_seq, expired.last_seq, expired.count), (1, 9, 4));
+        assert_eq!(expired.last_sha256, Some(chain::body_hash(&items[8].body_bytes)));
+        s.record_prune_run(99, "test", &done).unwrap();
+        let runs: i64 = s.conn.query_row("SELECT COUNT(*) FROM prune_runs", [], |r| r.get(0)).unwrap();
+        assert_eq!(runs, 1);
+        // A new database has incremental auto-vacuum.
+        let mode: i64 = s.conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 2);
+        assert!(s.reclaim(false).unwrap().how.contains("incremental"));
+    }
 
     #[test]
     fn tokens_are_single_use_and_expire() {
@@ -1429,7 +1900,7 @@ mod tests {
         let page = s.envelopes_in("n1", 2, 6, 3).unwrap();
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(page[2].created_ms, 500);
-        assert_eq!(page[0].received_ms, 0);
+        assert_eq!(page[0].received_ms, Some(0));
         assert_eq!(chain::body_hash(&page[1].body), hashes[2]);
         assert_eq!(s.envelopes_in("n1", 6, 9, 10).unwrap().len(), 1);
         assert_eq!(s.envelope_hash("n1", 3).unwrap(), Some(hashes[2]));

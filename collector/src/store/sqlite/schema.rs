@@ -135,7 +135,58 @@ type Migration = (i32, fn(&Connection) -> rusqlite::Result<()>);
 
 /// In order. A released migration never changes: a change of schema is a
 /// new version.
-const MIGRATIONS: &[Migration] = &[(1, schema_v1)];
+const MIGRATIONS: &[Migration] = &[(1, schema_v1), (2, schema_v2)];
+
+/// Version 2: compact attestations, the baseline they refer to, and
+/// retention's records.
+const SCHEMA_V2: &str = "
+-- Compact attestations (a round that found what the node's latest full
+-- report found), verbatim. They are a couple of hundred bytes and most of a
+-- healthy fleet's rounds, so they get a table of their own, clustered on
+-- (node_id, seq), without the per-envelope columns and indexes of
+-- `envelopes`: a row costs about as much as its signed bytes. The chain
+-- hash of a body is computed when it is needed, not stored.
+CREATE TABLE compact_envelopes (
+    node_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (node_id, seq)
+) WITHOUT ROWID;
+-- The report compact attestations may refer to (see judge::NodeChain).
+ALTER TABLE nodes ADD COLUMN baseline_seq INTEGER;
+ALTER TABLE nodes ADD COLUMN baseline_digest BLOB;
+-- What retention removed, per node and run of consecutive seqs: the hash
+-- the first removed body chained on and the hash of the last one, so that
+-- the chain across the hole can still be checked against what was there.
+CREATE TABLE pruned_ranges (
+    node_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    prev_sha256 BLOB,
+    last_sha256 BLOB,
+    pruned_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, first_seq)
+) WITHOUT ROWID;
+-- One row per retention run that removed anything.
+CREATE TABLE prune_runs (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    envelopes INTEGER NOT NULL,
+    compact_envelopes INTEGER NOT NULL,
+    finding_changes INTEGER NOT NULL,
+    node_days INTEGER NOT NULL,
+    events INTEGER NOT NULL
+);
+";
+
+fn schema_v2(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA_V2)
+}
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i32 {
