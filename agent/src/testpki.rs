@@ -135,6 +135,9 @@ pub enum Behaviour {
     RefuseFirst,
     /// Close the stream after storing the first envelope, without acking.
     DropAfterFirst,
+    /// Like `Ack`, and announce compact attestations (as a collector of
+    /// this release does).
+    AckAnnouncingCompact,
 }
 
 /// Envelopes received by the test collector, verified with the client's
@@ -210,7 +213,14 @@ impl Attestation for TestAttestation {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        if self.behaviour == Behaviour::AckAnnouncingCompact {
+            response.metadata_mut().insert(
+                kosmos_proto::compact::FEATURES_HEADER,
+                tonic::metadata::MetadataValue::from_static(kosmos_proto::compact::COMPACT_V1),
+            );
+        }
+        Ok(response)
     }
 }
 

@@ -526,6 +526,62 @@ mod tests {
         }
     }
 
+    /// Issue 17: unchanged rounds go as compact attestations only to a
+    /// collector that announces them (an older one gets full reports every
+    /// round), and a full report is due again after `checkpoint`.
+    #[tokio::test]
+    async fn compact_rounds_only_to_a_collector_that_announces_them_with_checkpoints() {
+        for (behaviour, checkpoint) in [(Behaviour::Ack, 3600), (Behaviour::AckAnnouncingCompact, 3)] {
+            let pki = Pki::new();
+            let (url, received, _server) = attestation_server(&pki, behaviour).await;
+            let (_t, state, root) = dirs();
+            let config = Config { checkpoint: Duration::from_secs(checkpoint), ..setup(&pki, &url, &state, &root) };
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let daemon = tokio::spawn(run(
+                config,
+                Mode::Daemon,
+                OFF,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                registry,
+            ));
+            let enough = async {
+                while received.lock().unwrap().bodies.len() < 7 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), enough).await.unwrap();
+            stop_tx.send(()).unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(15), daemon).await;
+            let r = received.lock().unwrap();
+            let compact: Vec<bool> = r.bodies.iter().map(kosmos_proto::compact::is_compact).collect();
+            if behaviour == Behaviour::Ack {
+                assert!(compact.iter().all(|c| !c), "{behaviour:?}: {compact:?}");
+                continue;
+            }
+            // The first round (startup) is full, unchanged ones after it
+            // compact, each naming the latest full report and its digest.
+            assert!(!compact[0], "{compact:?}");
+            assert!(compact.iter().filter(|c| **c).count() >= 3, "{compact:?}");
+            let mut baseline = None;
+            for b in &r.bodies {
+                if kosmos_proto::compact::is_compact(b) {
+                    let base: &AttestationBody = baseline.unwrap();
+                    assert_eq!(b.same_as_seq, base.seq);
+                    assert_eq!(b.report_index_sha256, base.report_index_sha256);
+                    assert!(b.report_json.is_empty() && b.agent_version.is_empty());
+                    assert!(b.created_at_unix_ms - base.created_at_unix_ms < 3000, "a checkpoint was due");
+                } else {
+                    baseline = Some(b);
+                }
+            }
+            // With a 3 s checkpoint and 1 s rounds, seven rounds hold a
+            // second full report.
+            assert!(compact.iter().skip(1).any(|c| !c), "no checkpoint: {compact:?}");
+        }
+    }
+
     #[tokio::test]
     async fn daemon_spools_during_an_outage_then_delivers_in_order_and_stops_cleanly() {
         let pki = Pki::new();

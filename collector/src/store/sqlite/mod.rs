@@ -1361,7 +1361,10 @@ mod tests {
         assert_eq!(s.envelope_hash("n", 2).unwrap(), Some(chain::body_hash(&c2.body_bytes)));
         assert_eq!(s.envelope_span("n", 2000, 3000).unwrap(), Some((2, 3)));
         let page = s.envelopes_in("n", 1, 3, 10).unwrap();
-        assert_eq!(page.iter().map(|e| (e.seq, e.received_ms)).collect::<Vec<_>>(), [(1, Some(0)), (2, None), (3, None)]);
+        assert_eq!(
+            page.iter().map(|e| (e.seq, e.received_ms)).collect::<Vec<_>>(),
+            [(1, Some(0)), (2, None), (3, None)]
+        );
         // A changed report moves the baseline: a claim about seq 1 is now false.
         let changed = REPORT.replace("\"fail\"", "\"pass\"");
         let f4 = item("n", 4, chain::body_hash(&c3.body_bytes), &changed);
@@ -1370,7 +1373,8 @@ mod tests {
         assert_eq!(r[0], IngestResult::Acked { head_seq: 4 });
         assert!(matches!(&r[1], IngestResult::Rejected { .. }), "{:?}", r[1]);
         // The day's standing after a compact round is the baseline's.
-        let days: i64 = s.conn.query_row("SELECT COUNT(*) FROM node_days WHERE node_id = 'n'", [], |r| r.get(0)).unwrap();
+        let days: i64 =
+            s.conn.query_row("SELECT COUNT(*) FROM node_days WHERE node_id = 'n'", [], |r| r.get(0)).unwrap();
         assert_eq!(days, 1);
     }
 
