@@ -14,6 +14,9 @@
 #   FINDINGS=100  envelopes with the report's first 100 findings (default: all 146)
 #   CHANGED=5  percentage of envelopes that change a finding (default 5)
 #   PHASES=max | PHASES=steady  one phase only
+#   COMPACT=1  unchanged rounds as compact attestations (as the daemon sends them to
+#     this collector); with CHANGED=0 every envelope after a node's first is one
+#   MAX_PER_NODE=60  envelopes each node pre-signs per second of the max phase
 #   STORE_TOML='store_url = "postgres://…"…'  collector.toml lines for another store
 #     (the database must be empty: each phase enrolls its own nodes)
 set -euo pipefail
@@ -34,7 +37,8 @@ phase() { # name nodes rate
   local addr; addr=$(cat "$dir/grpc.addr")
   echo "== $1: $2 streams, rate ${3/#0/max}, ${secs}s"
   $bin/kosmos-loadgen --data-dir "$dir" --url "https://$addr" --nodes "$2" --seconds "$secs" --rate "$3" \
-    --report "$work/report.json" --pid "$pid" ${FINDINGS:+--findings "$FINDINGS"} ${CHANGED:+--changed "$CHANGED"}
+    --report "$work/report.json" --pid "$pid" ${FINDINGS:+--findings "$FINDINGS"} ${CHANGED:+--changed "$CHANGED"} \
+    ${COMPACT:+--compact} ${MAX_PER_NODE:+--max-per-node-per-sec "$MAX_PER_NODE"}
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 # PHASES=max or PHASES=steady runs one of them.

@@ -84,8 +84,11 @@ impl Default for Limits {
             max_connections_per_node: 4,
             handshake_timeout: Duration::from_secs(10),
             unauthenticated_lifetime: Duration::from_secs(60),
-            read_idle: Duration::from_secs(180),
-            keepalive_interval: Duration::from_secs(60),
+            // Agents report every five minutes by default and each answer
+            // to a ping costs a metered link ~40 bytes: a ping after five
+            // quiet minutes, a connection closed after fifteen.
+            read_idle: Duration::from_secs(900),
+            keepalive_interval: Duration::from_secs(300),
             keepalive_timeout: Duration::from_secs(20),
             stream_idle: Duration::from_secs(960),
         }

@@ -24,6 +24,17 @@
 //!
 //! `--findings N` keeps the report's first N findings (the summary
 //! recounted), for an envelope of a given size.
+//!
+//! `--compact` sends what the daemon sends to a collector that accepts
+//! compact attestations: a round whose findings equal the node's latest
+//! full report goes as a compact attestation naming it; a full report on
+//! change and every `--checkpoint-rounds` rounds (default 288: a day at
+//! the 5-minute interval).
+//!
+//! `--rounds N` sends exactly N envelopes per node after its first (no
+//! time limit), and `--sim-interval-ms MS` dates envelope k of a node at
+//! `start + k × MS`, ending now: a simulated stretch of time, compressed
+//! (a week at 5 minutes is `--rounds 2016 --sim-interval-ms 300000`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +57,10 @@ struct Args {
     changed_pct: f64,
     max_per_node_per_sec: usize,
     findings: Option<usize>,
+    compact: bool,
+    checkpoint_rounds: u64,
+    rounds: Option<usize>,
+    sim_interval_ms: Option<i64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,9 +75,17 @@ fn parse_args() -> Result<Args, String> {
         changed_pct: 5.0,
         max_per_node_per_sec: 60,
         findings: None,
+        compact: false,
+        checkpoint_rounds: 288,
+        rounds: None,
+        sim_interval_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--compact" {
+            a.compact = true;
+            continue;
+        }
         let v = it.next().ok_or(format!("{k} needs a value"))?;
         match k.as_str() {
             "--data-dir" => a.data_dir = v,
@@ -75,6 +98,9 @@ fn parse_args() -> Result<Args, String> {
             "--findings" => a.findings = Some(v.parse().map_err(|_| "--findings")?),
             "--changed" => a.changed_pct = v.parse().map_err(|_| "--changed")?,
             "--max-per-node-per-sec" => a.max_per_node_per_sec = v.parse().map_err(|_| "--max-per-node-per-sec")?,
+            "--checkpoint-rounds" => a.checkpoint_rounds = v.parse().map_err(|_| "--checkpoint-rounds")?,
+            "--rounds" => a.rounds = Some(v.parse().map_err(|_| "--rounds")?),
+            "--sim-interval-ms" => a.sim_interval_ms = Some(v.parse().map_err(|_| "--sim-interval-ms")?),
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -163,10 +189,14 @@ async fn main() {
         let change_p = args.changed_pct / 100.0;
         let (latencies, acked, errors, warm) = (latencies.clone(), acked.clone(), errors.clone(), warm.clone());
         let n_nodes = args.nodes;
-        let budget = 1 + match per_node_interval {
-            Some(iv) => (seconds as f64 / iv.as_secs_f64() * 1.1).ceil() as usize + 2,
-            None => usize::try_from(seconds).unwrap_or(0) * args.max_per_node_per_sec,
+        let budget = 1 + match (args.rounds, per_node_interval) {
+            (Some(n), _) => n,
+            (None, Some(iv)) => (seconds as f64 / iv.as_secs_f64() * 1.1).ceil() as usize + 2,
+            (None, None) => usize::try_from(seconds).unwrap_or(0) * args.max_per_node_per_sec,
         };
+        let (compact, checkpoint_rounds, sim_interval_ms) =
+            (args.compact, args.checkpoint_rounds, args.sim_interval_ms);
+        let fixed_rounds = args.rounds.is_some();
         let exhausted = exhausted.clone();
         tasks.push(tokio::spawn(async move {
             // Sign every envelope this node will send before the clock
@@ -176,12 +206,36 @@ async fn main() {
             let mut variant = 0usize;
             let mut prev = GENESIS_PREV_HASH;
             let mut envelopes = Vec::with_capacity(budget);
+            let sim_start = sim_interval_ms.map(|ms| chrono::Utc::now().timestamp_millis() - ms * budget as i64);
+            // (seq, digest) of the node's latest full report.
+            let mut baseline: Option<(u64, [u8; 32])> = None;
             for seq in 1..=budget as u64 {
+                let mut changed = false;
                 if seq > 1 && rng.f64() < change_p {
                     variant = 1 - variant;
+                    changed = true;
                 }
                 let mut b = body(&node.id, seq, prev, &[]);
-                variants[variant].clone().into_body(&mut b);
+                if let (Some(start), Some(ms)) = (sim_start, sim_interval_ms) {
+                    b.created_at_unix_ms = start + ms * seq as i64;
+                }
+                b.trigger = kosmos_proto::v1::Trigger::Schedule as i32;
+                let due = baseline.is_none_or(|(s, _)| changed || seq - s >= checkpoint_rounds);
+                match baseline {
+                    Some((same_as, digest)) if compact && !due => {
+                        b = kosmos_proto::compact::compact_of(
+                            &b,
+                            kosmos_proto::compact::Baseline { seq: same_as, digest },
+                        );
+                        b.seq = seq;
+                        b.prev_hash = prev.to_vec();
+                    }
+                    _ => {
+                        let packed = variants[variant].clone();
+                        baseline = packed.index_sha256.map(|d| (seq, d));
+                        packed.into_body(&mut b);
+                    }
+                }
                 let env = chain::seal(&node.key, &b);
                 prev = chain::body_hash(&env.body);
                 envelopes.push(env);
@@ -219,7 +273,11 @@ async fn main() {
                 errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let deadline = if fixed_rounds {
+                Instant::now() + Duration::from_secs(86_400 * 365)
+            } else {
+                Instant::now() + Duration::from_secs(seconds)
+            };
             // Spread the nodes' sends over one interval.
             if let Some(iv) = per_node_interval {
                 tokio::time::sleep(iv.mul_f64(i as f64 / n_nodes as f64)).await;
@@ -228,7 +286,9 @@ async fn main() {
             while Instant::now() < deadline {
                 seq += 1;
                 let Some(env) = envelopes.next() else {
-                    exhausted.fetch_add(1, Ordering::Relaxed);
+                    if !fixed_rounds {
+                        exhausted.fetch_add(1, Ordering::Relaxed);
+                    }
                     return;
                 };
                 match exchange(&tx, &mut inbound, seq, env).await {
@@ -268,7 +328,8 @@ async fn main() {
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     let n = acked.load(Ordering::Relaxed);
     println!(
-        "nodes={} findings/envelope={} report_bytes={} wire_bytes={} changed={}% target_rate={} acked={} errors={} exhausted={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_cpu={} loadgen_cpu={} collector_peak_rss={} collector_rss_at_end={}",
+        "compact={} nodes={} findings/envelope={} report_bytes={} wire_bytes={} changed={}% target_rate={} acked={} errors={} exhausted={} elapsed={:.1}s ingest={:.0} envelopes/s ack_p50={:.1}ms ack_p99={:.1}ms collector_cpu={} loadgen_cpu={} collector_peak_rss={} collector_rss_at_end={}",
+        args.compact,
         args.nodes,
         findings,
         report.len(),

@@ -24,7 +24,7 @@ use kosmos_proto::compact::{self, Baseline};
 use kosmos_proto::report::{self, IndexedReport};
 use kosmos_proto::v1::Trigger;
 use kosmos_proto::verdict::Status;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
 use super::index::{self, Counts, IndexOp, LatestFinding, NodeDescription, ReportIndex};
@@ -800,14 +800,16 @@ impl Store for SqliteStore {
     }
 
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError> {
-        let tx = self.conn.transaction().map_err(sql("consuming a token"))?;
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("consuming a token"))?;
         let verdict = Self::use_token(&tx, token_sha256, now_ms)?;
         tx.commit().map_err(sql("consuming a token"))?;
         Ok(verdict)
     }
 
     fn enroll(&mut self, token_sha256: &[u8; 32], now_ms: i64, node: &NewNode) -> Result<TokenUse, StoreError> {
-        let tx = self.conn.transaction().map_err(sql("enrolling a node"))?;
+        let tx =
+            self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql("enrolling a node"))?;
         let verdict = Self::use_token(&tx, token_sha256, now_ms)?;
         if verdict == TokenUse::Accepted {
             Self::insert_node_tx(&tx, node)?;
@@ -838,7 +840,15 @@ impl Store for SqliteStore {
         }
         let mut digests = std::mem::take(&mut self.finding_digests);
         let result = (|| {
-            let mut tx = self.conn.transaction().map_err(sql("starting an ingest transaction"))?;
+            // IMMEDIATE: the write lock is taken first, waiting out another
+            // process's write (a CLI opening the store) within the busy
+            // timeout. A deferred transaction that read first and then
+            // found the database changed failed at once with "database is
+            // locked", failing the whole batch.
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("starting an ingest transaction"))?;
             let mut states: HashMap<String, NodeChain> = HashMap::new();
             let mut failures = BatchFailures::default();
             let mut results = Vec::with_capacity(batch.len());
@@ -939,7 +949,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<retention::PruneSummary, StoreError> {
         let doing = "applying retention to a node";
-        let tx = self.conn.transaction().map_err(sql(doing))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(doing))?;
         let mut summary = retention::PruneSummary::default();
         let mut ranges = Vec::new();
         if let Some(before) = cut.expired_before_ms {
@@ -1049,7 +1059,7 @@ impl Store for SqliteStore {
 
     fn prune_history(&mut self, before_ms: i64) -> Result<retention::PruneSummary, StoreError> {
         let doing = "applying retention to the history";
-        let tx = self.conn.transaction().map_err(sql(doing))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(doing))?;
         let changes = tx.execute("DELETE FROM finding_changes WHERE at_ms < ?1", [before_ms]).map_err(sql(doing))?;
         // Whole days only: the day holding the horizon keeps its standing.
         let days =
