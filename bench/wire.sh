@@ -23,7 +23,9 @@ idle=${IDLE:-610}
 cargo build --release -q -p kosmos-collector -p kosmos-node-agent
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d /tmp/kna-wire-XXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+# The collector runs in a function, in a background subshell: killing the
+# job would leave it running, so everything started from the work directory goes.
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f -- "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/c" "$work/a"
 touch "$work/c/collector.toml"
 col() { KOSMOS_COLLECTOR_LOG=warn $bin/kosmos-collector --config "$work/c/collector.toml" --data-dir "$work/c" "$@"; }
