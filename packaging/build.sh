@@ -146,6 +146,12 @@ stage_deb() {
   install -m 0644 packaging/debian/copyright "$tree/usr/share/doc/$pkg/copyright"
   install -m 0644 "$work/changelog.Debian.gz" "$tree/usr/share/doc/$pkg/changelog.Debian.gz"
   install -D -m 0644 "packaging/$dir/lintian-overrides" "$tree/usr/share/lintian/overrides/$pkg"
+  if [ "$pkg" = kosmos-collector ]; then
+    # The Grafana dashboard, Prometheus alerting rules (and their unit
+    # tests), a scrape configuration and the Cockpit remote-write one.
+    install -d -m 0755 "$tree/usr/share/$pkg/monitoring"
+    install -m 0644 packaging/grafana/kosmos-fleet.json packaging/prometheus/*.yml "$tree/usr/share/$pkg/monitoring/"
+  fi
 
   install -d -m 0755 "$tree/DEBIAN"
   local script

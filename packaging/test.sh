@@ -297,6 +297,9 @@ expect_stat /usr/bin/$COLLECTOR 755 root:root
 expect_stat /etc/$COLLECTOR/collector.toml 644 root:root
 expect_stat /var/lib/$COLLECTOR 700 $COLLECTOR:$COLLECTOR
 expect_stat /usr/lib/sysusers.d/$COLLECTOR.conf 644 root:root
+for f in kosmos-fleet.json kosmos-alerts.rules.yml kosmos-alerts.test.yml prometheus.yml cockpit-agent.yml; do
+  expect_stat /usr/share/$COLLECTOR/monitoring/$f 644 root:root
+done
 dpkg-query -W -f='${Conffiles}\n' $COLLECTOR | grep -q "^ /etc/$COLLECTOR/collector.toml " || fail "collector.toml is not a conffile"
 [ "$(systemctl --root=/ is-enabled $COLLECTOR.service 2>&1)" = enabled ] || fail "$COLLECTOR.service is not enabled"
 if pgrep -f "^/usr/bin/$COLLECTOR( |\$)" >/dev/null; then fail "$COLLECTOR was started on first install"; fi

@@ -356,12 +356,20 @@ pub fn fleet_metrics(report: &FleetReport) -> Result<String, std::fmt::Error> {
     let compliant = Family::<Labels, Gauge>::default();
     let last = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let chain = Family::<Labels, Gauge>::default();
+    let cert_expiry = Family::<Labels, Gauge>::default();
     for n in &report.nodes {
         let labels = vec![("node", n.id.clone()), ("hostname", crate::untrusted::terminal(&n.hostname).into_owned())];
         if let Some(p) = n.score_pct {
             ratio.get_or_create(&labels).set(p / 100.0);
         }
         compliant.get_or_create(&labels).set(i64::from(n.compliant));
+        // Revoked nodes need no renewal: no series, so no alert.
+        if n.state != NodeState::Revoked
+            && let Some(t) =
+                n.certificate_expires_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
+            cert_expiry.get_or_create(&labels).set(t.timestamp());
+        }
         if let Some(age) = n.last_attestation_age_secs {
             let generated =
                 chrono::DateTime::parse_from_rfc3339(&report.generated_at).map(|t| t.timestamp()).unwrap_or(0);
@@ -383,6 +391,11 @@ pub fn fleet_metrics(report: &FleetReport) -> Result<String, std::fmt::Error> {
         last,
     );
     reg.register("kosmos_node_chain_events", "Chain and security events recorded on the node, by kind", chain);
+    reg.register(
+        "kosmos_node_certificate_expiry_timestamp_seconds",
+        "notAfter of the node's client certificate issued at enrollment (Unix seconds); not for revoked nodes",
+        cert_expiry,
+    );
 
     // Fleet-wide chain events with every known kind present (0 included),
     // so that dashboards and alerts see the series before the first event.

@@ -20,6 +20,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Which of the collector's own certificates a series is about.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabel {
+    pub certificate: &'static str,
+}
+
 /// The collector's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -46,11 +52,27 @@ pub struct Metrics {
     pub connections_closed: Family<ReasonLabel, Counter>,
     /// Seconds from receiving an envelope to sending its ack.
     pub ingest_latency: Histogram,
+    /// The notAfter of the gRPC port's server certificate and of the CA
+    /// that signs node certificates (Unix seconds), set when serving starts:
+    /// an expired server certificate stops every node at once.
+    pub certificate_expiry: Family<CertificateLabel, Gauge>,
 }
+
+/// Every reason an envelope is refused for (`Metrics::refusal`).
+pub const REFUSAL_REASONS: [&str; 8] = [
+    "bad_signature",
+    "identity_mismatch",
+    "seq_out_of_range",
+    "false_claim",
+    "node_refused",
+    "store_failed",
+    "undecodable",
+    "too_large",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let metrics = Metrics {
             streams_open: Gauge::default(),
             ingested: Counter::default(),
             refused: Counter::default(),
@@ -62,7 +84,18 @@ impl Default for Metrics {
             handshakes_failed: Family::default(),
             connections_closed: Family::default(),
             ingest_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            certificate_expiry: Family::default(),
+        };
+        // Every known reason has a series from the start, at 0: Prometheus's
+        // increase() cannot see the first refusal of a series born at 1, so
+        // an alert on refusals would miss exactly the first attack.
+        for reason in REFUSAL_REASONS {
+            metrics.refusals.get_or_create(&ReasonLabel { reason }).inc_by(0);
         }
+        for reason in ["tls", "timeout"] {
+            metrics.handshakes_failed.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
+        metrics
     }
 }
 
@@ -72,8 +105,9 @@ impl Metrics {
         self.ingest_latency.observe(elapsed.as_secs_f64());
     }
 
-    /// One envelope refused, for `reason`.
+    /// One envelope refused, for `reason` (one of [`REFUSAL_REASONS`]).
     pub fn refusal(&self, reason: &'static str) {
+        debug_assert!(REFUSAL_REASONS.contains(&reason), "{reason} is missing from REFUSAL_REASONS");
         self.refused.inc();
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
     }
@@ -93,7 +127,7 @@ impl Metrics {
         registry.register("kosmos_collector_envelopes_refused", "Envelopes refused", self.refused.clone());
         registry.register(
             "kosmos_collector_envelope_refusals",
-            "Envelopes refused, by reason (bad_signature, identity_mismatch, seq_out_of_range, undecodable, too_large, node_refused, store_failed)",
+            "Envelopes refused, by reason (bad_signature, identity_mismatch, seq_out_of_range, false_claim, node_refused, store_failed, undecodable, too_large)",
             self.refusals.clone(),
         );
         registry.register(
@@ -131,5 +165,31 @@ impl Metrics {
             "Time from receiving an envelope to acking it",
             self.ingest_latency.clone(),
         );
+        registry.register(
+            "kosmos_collector_certificate_expiry_timestamp_seconds",
+            "notAfter of the collector's own certificates (Unix seconds), by certificate (server, ca)",
+            self.certificate_expiry.clone(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_served_at_zero_before_the_first_refusal() {
+        let metrics = Metrics::default();
+        metrics.refusal("bad_signature");
+        let mut reg = Registry::default();
+        metrics.register(&mut reg);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        for reason in REFUSAL_REASONS {
+            let want = if reason == "bad_signature" { 1 } else { 0 };
+            let line = format!("kosmos_collector_envelope_refusals_total{{reason=\"{reason}\"}} {want}");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("kosmos_collector_tls_handshakes_failed_total{reason=\"tls\"} 0"), "{text}");
     }
 }

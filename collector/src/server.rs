@@ -46,7 +46,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{CertificateLabel, Metrics, ReasonLabel};
 use crate::pki::Pki;
 use crate::service::{AttestService, EnrollService, Shared};
 
@@ -125,6 +125,30 @@ fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServeError> {
     Ok(config)
 }
 
+/// Publish the notAfter of the server certificate and of the CA, so that an
+/// alert fires weeks before nodes can no longer connect. A certificate
+/// x509-parser cannot read is logged and has no series (the alert rules
+/// treat a missing series as a fault of its own).
+fn record_certificate_expiry(pki: &Pki, metrics: &Metrics) {
+    for (label, pem) in [("server", &pki.server_chain_pem), ("ca", &pki.ca_cert_pem)] {
+        let not_after = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .ok_or_else(|| "no certificate in the PEM".to_string())
+            .and_then(|der| der.map_err(|e| e.to_string()))
+            .and_then(|der| {
+                x509_parser::parse_x509_certificate(der.as_ref())
+                    .map(|(_, cert)| cert.validity().not_after.timestamp())
+                    .map_err(|e| e.to_string())
+            });
+        match not_after {
+            Ok(t) => {
+                metrics.certificate_expiry.get_or_create(&CertificateLabel { certificate: label }).set(t);
+            }
+            Err(e) => tracing::warn!("cannot read the notAfter of the {label} certificate: {e}"),
+        }
+    }
+}
+
 /// Listen on `addr` with a queue of `backlog` connections not yet accepted
 /// (the kernel caps it at `net.core.somaxconn`). `SO_REUSEADDR` is set, as
 /// the standard library's `bind` does, so that a restarted collector can
@@ -140,6 +164,7 @@ pub fn listen(addr: std::net::SocketAddr, backlog: usize) -> io::Result<TcpListe
 pub async fn run(listener: TcpListener, shared: Shared, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let limits = shared.limits;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&shared.pki)?));
+    record_certificate_expiry(&shared.pki, &shared.metrics);
     let (conn_tx, conn_rx) = mpsc::channel::<TlsStream<Guarded>>(1024);
     let accepting = tokio::spawn(accept_loop(listener, acceptor, limits, Arc::clone(&shared.metrics), conn_tx));
     let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, io::Error>);

@@ -286,6 +286,9 @@ pub struct NodeReport {
     pub profile: Option<String>,
     pub enrolled_at: String,
     pub revoked_at: Option<String>,
+    /// notAfter of the node's client certificate (None when the stored
+    /// certificate cannot be read); past it the node can no longer attest.
+    pub certificate_expires_at: Option<String>,
     pub last_attestation_at: Option<String>,
     pub last_attestation_age_secs: Option<i64>,
     pub head_seq: u64,

@@ -42,6 +42,8 @@ pub struct NodeRow {
     pub kernel: Option<String>,
     pub agent_version: Option<String>,
     pub profile: Option<String>,
+    /// The node's client certificate (DER), for its expiry.
+    pub cert_der: Vec<u8>,
 }
 
 /// One row of the latest findings, as the report scans them. Each cell is
@@ -221,7 +223,7 @@ impl FleetRows for SqliteFleetReader {
             .conn
             .prepare(
                 "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
-                        agent_version, profile
+                        agent_version, profile, cert_der
                  FROM nodes ORDER BY hostname, id",
             )
             .map_err(sql(doing))?;
@@ -238,6 +240,7 @@ impl FleetRows for SqliteFleetReader {
                     kernel: r.get(7)?,
                     agent_version: r.get(8)?,
                     profile: r.get(9)?,
+                    cert_der: r.get(10)?,
                 })
             })
             .map_err(sql(doing))?;
@@ -587,6 +590,19 @@ fn scan(
     Ok(part)
 }
 
+/// The notAfter (Unix seconds) of a node's client certificate. The collector
+/// issued and stored it, so an unreadable one is a damaged row: it is logged
+/// and the node shows no expiry rather than a made-up one.
+fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => Some(cert.validity().not_after.timestamp()),
+        Err(e) => {
+            tracing::warn!("a stored node certificate cannot be read: {e}");
+            None
+        }
+    }
+}
+
 /// Build the fleet report.
 fn build(src: &mut dyn FleetRows, opts: &Options) -> Result<FleetReport, StoreError> {
     build_with(src, opts, if opts.parallel { None } else { Some(false) })
@@ -609,6 +625,7 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             _ => NodeState::Ok,
         };
         let last = r.last_created_ms;
+        let certificate_expires_at = certificate_not_after(&r.cert_der).map(|t| rfc3339(t.saturating_mul(1000)));
         nodes.push(NodeReport {
             id: r.id,
             hostname: r.hostname,
@@ -619,6 +636,7 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             profile: r.profile,
             enrolled_at: rfc3339(r.enrolled_ms),
             revoked_at: r.revoked_ms.map(rfc3339),
+            certificate_expires_at,
             last_attestation_at: last.map(rfc3339),
             last_attestation_age_secs: last.map(|t| opts.now_ms.saturating_sub(t) / 1000),
             head_seq: ms_to_u64(r.head_seq),

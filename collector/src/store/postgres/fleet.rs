@@ -90,7 +90,7 @@ impl FleetRows for PgFleetReader {
             .client
             .query(
                 "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
-                        agent_version, profile
+                        agent_version, profile, cert_der
                  FROM nodes ORDER BY hostname, id",
                 &[],
             )
@@ -108,6 +108,7 @@ impl FleetRows for PgFleetReader {
                 kernel: r.get(7),
                 agent_version: r.get(8),
                 profile: r.get(9),
+                cert_der: r.get(10),
             })
             .collect())
     }
