@@ -26,7 +26,7 @@ use crate::audit::facts::kubelet::{ConfigState, KubeletFacts};
 use crate::audit::host::Host;
 use crate::audit::model::Severity;
 use crate::audit::profile::{DEFAULT_PROFILE, Profile, ProfileError};
-use crate::audit::report::{junit, text};
+use crate::audit::report::{exchange, junit, text};
 use crate::audit_run::{AuditRequest, audit};
 use crate::daemon::config::{self, ConfigPaths, ProcessEnv};
 use crate::daemon::enroll::{self, EnrollError, EnrollOptions, Fingerprint, Secret};
@@ -166,6 +166,12 @@ pub enum OutputFormat {
     Text,
     Json,
     Junit,
+    /// SARIF 2.1.0: a rule per check, a result per failing or erroring finding.
+    Sarif,
+    /// OCSF 1.5.0 Compliance Finding events, one JSON object per line.
+    Ocsf,
+    /// OSCAL 1.2.3 Assessment Results.
+    Oscal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -219,6 +225,8 @@ pub enum CliError {
     TokenFile { path: String, why: String },
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
+    #[error("cannot render the report as {0}")]
+    Render(String),
 }
 
 impl CliError {
@@ -227,7 +235,7 @@ impl CliError {
         match self {
             CliError::Enroll(e) => e.exit_code(),
             CliError::Daemon(e) => e.exit_code(),
-            CliError::Runtime(_) => 1,
+            CliError::Runtime(_) | CliError::Render(_) => 1,
             _ => EXIT_USAGE,
         }
     }
@@ -417,6 +425,9 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         OutputFormat::Text => text::render(&report),
         OutputFormat::Json => report.to_json() + "\n",
         OutputFormat::Junit => junit::render(&report),
+        OutputFormat::Sarif => exchange_render(&report, exchange::Format::Sarif)?,
+        OutputFormat::Ocsf => exchange_render(&report, exchange::Format::Ocsf)?,
+        OutputFormat::Oscal => exchange_render(&report, exchange::Format::Oscal)?,
     };
     write_stdout(&rendered)?;
     let breach = match args.fail_on {
@@ -424,6 +435,10 @@ fn check(args: CheckArgs, registry: &[Check]) -> Result<u8, CliError> {
         FailOn::Severity(s) => report.breaches(s),
     };
     Ok(if breach { EXIT_FINDINGS } else { 0 })
+}
+
+fn exchange_render(report: &crate::audit::report::Report, format: exchange::Format) -> Result<String, CliError> {
+    exchange::render(report, format).map_err(|e| CliError::Render(format!("{format:?}: {e}")))
 }
 
 fn write_stdout(s: &str) -> Result<(), CliError> {

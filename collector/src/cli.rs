@@ -61,6 +61,10 @@ pub enum Command {
         /// The moment the report describes (staleness and ages); default now.
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
+        /// With --format oscal: the evidence bundle (file name or URL) the
+        /// results name, from `evidence export`.
+        #[arg(long, value_name = "FILE")]
+        evidence_bundle: Option<String>,
     },
     /// Enrollment tokens.
     Token {
@@ -139,6 +143,12 @@ pub enum ReportFormat {
     Md,
     /// A testcase per check and per node, for CI gates.
     Junit,
+    /// SARIF 2.1.0: a rule per check, a result per failing or erroring finding, the node as location.
+    Sarif,
+    /// OCSF 1.5.0 Compliance Finding events (class 2003), one JSON object per line, every finding.
+    Ocsf,
+    /// OSCAL 1.2.3 Assessment Results: attestations as observations, failing checks as findings per control.
+    Oscal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,8 +249,9 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
     let cfg = Config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
     match cli.command {
         Command::Serve { grpc_listen, http_listen } => serve(cfg, grpc_listen, http_listen),
-        Command::Report { format, out, since, findings, as_of } => {
-            report(&cfg, format, out, since.as_deref(), findings, as_of.as_deref())
+        Command::Report { format, out, since, findings, as_of, evidence_bundle } => {
+            let wanted = Wanted { format, findings, evidence_bundle };
+            report(&cfg, &wanted, out, since.as_deref(), as_of.as_deref())
         }
         Command::Token { command: TokenCommand::Create { ttl } } => {
             let (pki, mut store) = open(&cfg)?;
@@ -437,14 +448,33 @@ fn migrate_store(
 /// How long open streams may keep going after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// What `report` is asked to write.
+struct Wanted {
+    format: ReportFormat,
+    findings: Detail,
+    evidence_bundle: Option<String>,
+}
+
+impl Wanted {
+    fn exchange(&self) -> bool {
+        matches!(self.format, ReportFormat::Sarif | ReportFormat::Ocsf | ReportFormat::Oscal)
+    }
+}
+
 fn report(
     cfg: &Config,
-    format: ReportFormat,
+    wanted: &Wanted,
     out: Option<PathBuf>,
     since: Option<&str>,
-    detail: Detail,
     as_of: Option<&str>,
 ) -> Result<u8, CliError> {
+    let format = wanted.format;
+    // The exchange formats carry every finding (OCSF reports passes too;
+    // OSCAL lists every control reviewed).
+    let detail = if wanted.exchange() { Detail::All } else { wanted.findings };
+    if wanted.evidence_bundle.is_some() && format != ReportFormat::Oscal {
+        return Err(CliError::Usage { option: "--evidence-bundle", problem: "only goes with --format oscal".into() });
+    }
     let since_ms =
         since.map(fleet::parse_date).transpose().map_err(|problem| CliError::Usage { option: "--since", problem })?;
     let now = match as_of {
@@ -462,7 +492,29 @@ fn report(
     let opts =
         fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail, parallel: true };
     let report = cfg.store_location().fleet_reader()?.fleet_report(&opts)?;
+    let exchanged = if wanted.exchange() {
+        let fp = crate::pki::file_fingerprint(&cfg.pki.ca_cert)?;
+        let evidence = kosmos_proto::exchange::EvidenceSource {
+            description: format!(
+                "Signed, hash-chained attestations exported by `kosmos-collector evidence export` from this \
+                 collector; verify offline with `kosmos-collector evidence verify --ca-fingerprint {fp} BUNDLE`."
+            ),
+            href: wanted.evidence_bundle.clone(),
+        };
+        let a = fleet::exchange::assessment(&report, evidence)
+            .map_err(|e| CliError::Usage { option: "--format", problem: e.to_string() })?;
+        Some(match format {
+            ReportFormat::Sarif => pretty(&kosmos_proto::exchange::sarif::render(&a)),
+            ReportFormat::Oscal => pretty(&kosmos_proto::exchange::oscal::render(&a)),
+            _ => kosmos_proto::exchange::ocsf::render_lines(&a),
+        })
+    } else {
+        None
+    };
     let render = |w: &mut dyn Write| -> std::io::Result<()> {
+        if let Some(doc) = &exchanged {
+            return w.write_all(doc.as_bytes());
+        }
         match format {
             ReportFormat::Html => fleet::html::write_report(&report, w),
             ReportFormat::Json => fleet::write_json(&report, w),
@@ -472,6 +524,7 @@ fn report(
                 let xml = fleet::junit::render(&report).map_err(std::io::Error::other)?;
                 w.write_all(xml.as_bytes())
             }
+            ReportFormat::Sarif | ReportFormat::Ocsf | ReportFormat::Oscal => Ok(()),
         }
     };
     match out {
@@ -487,6 +540,11 @@ fn report(
     // by one would only add to the report's wall time.
     std::mem::forget(report);
     Ok(0)
+}
+
+/// A JSON document, indented, newline-terminated.
+fn pretty(doc: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(doc).unwrap_or_default() + "\n"
 }
 
 /// Write to `path` atomically (temporary file, rename), 0600: a fleet

@@ -116,6 +116,12 @@ fn first_cert_der(pem: &str, path: &Path) -> Result<Vec<u8>, PkiError> {
         .ok_or_else(|| PkiError::BadCertificate { path: path.display().to_string() })
 }
 
+/// The fingerprint of the CA certificate in the PEM file `path`, without
+/// loading (or creating) the rest of the PKI.
+pub fn file_fingerprint(path: &Path) -> Result<String, PkiError> {
+    Ok(fingerprint(&first_cert_der(&read(path)?, path)?))
+}
+
 /// `SHA256:<hex>` fingerprint of a DER certificate, as agents pin it.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = Sha256::digest(der);

@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod codec;
 pub mod compact;
+pub mod exchange;
 pub mod identity;
 pub mod report;
 pub mod verdict;

@@ -18,6 +18,7 @@
 //!   not-applicable findings are left out, errors count against it.
 
 pub mod csv;
+pub mod exchange;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -292,6 +293,9 @@ pub struct NodeReport {
     pub last_attestation_at: Option<String>,
     pub last_attestation_age_secs: Option<i64>,
     pub head_seq: u64,
+    /// SHA-256 (hex) of the body of the node's newest attestation, the one
+    /// at `head_seq`: the chain link an evidence bundle verifies.
+    pub head_sha256: Option<String>,
     pub counts: StatusCounts,
     /// `fail` and `error` findings at `high` or `critical`.
     pub blocking: u64,

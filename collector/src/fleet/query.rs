@@ -44,6 +44,8 @@ pub struct NodeRow {
     pub profile: Option<String>,
     /// The node's client certificate (DER), for its expiry.
     pub cert_der: Vec<u8>,
+    /// SHA-256 of the body at `head_seq` (the chain head).
+    pub head_hash: Option<Vec<u8>>,
 }
 
 /// One row of the latest findings, as the report scans them. Each cell is
@@ -223,7 +225,7 @@ impl FleetRows for SqliteFleetReader {
             .conn
             .prepare(
                 "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
-                        agent_version, profile, cert_der
+                        agent_version, profile, cert_der, head_hash
                  FROM nodes ORDER BY hostname, id",
             )
             .map_err(sql(doing))?;
@@ -241,6 +243,7 @@ impl FleetRows for SqliteFleetReader {
                     agent_version: r.get(8)?,
                     profile: r.get(9)?,
                     cert_der: r.get(10)?,
+                    head_hash: r.get(11)?,
                 })
             })
             .map_err(sql(doing))?;
@@ -640,6 +643,7 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             last_attestation_at: last.map(rfc3339),
             last_attestation_age_secs: last.map(|t| opts.now_ms.saturating_sub(t) / 1000),
             head_seq: ms_to_u64(r.head_seq),
+            head_sha256: r.head_hash.as_deref().map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
             counts: StatusCounts::default(),
             blocking: 0,
             failing_by_severity: BTreeMap::new(),

@@ -4,6 +4,7 @@
 //! The types are owned and deserializable so that the collector can read the
 //! same structure back from attestations.
 
+pub mod exchange;
 pub mod junit;
 pub mod text;
 

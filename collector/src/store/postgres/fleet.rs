@@ -90,7 +90,7 @@ impl FleetRows for PgFleetReader {
             .client
             .query(
                 "SELECT id, hostname, enrolled_ms, revoked_ms, head_seq, last_created_ms, os_pretty, kernel,
-                        agent_version, profile, cert_der
+                        agent_version, profile, cert_der, head_hash
                  FROM nodes ORDER BY hostname, id",
                 &[],
             )
@@ -109,6 +109,7 @@ impl FleetRows for PgFleetReader {
                 agent_version: r.get(8),
                 profile: r.get(9),
                 cert_der: r.get(10),
+                head_hash: r.get(11),
             })
             .collect())
     }

@@ -1,0 +1,168 @@
+//! OCSF 1.5.0 Compliance Finding events (class 2003, category Findings):
+//! one JSON object per finding, every status included, for SIEMs and
+//! security data lakes that track the state of each control on each node.
+//!
+//! The compliance status maps pass to Pass (1) and fail to Fail (3). A check
+//! that could not decide (`error`) is Unknown (0), never Pass; not-applicable
+//! and waived findings are Other (99), named in `compliance.status`. The
+//! reason or first piece of evidence goes to `compliance.status_detail`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::{Assessment, Finding, NodeAssessment};
+
+pub const OCSF_VERSION: &str = "1.5.0";
+const CATEGORY_FINDINGS: u32 = 2;
+const CLASS_COMPLIANCE_FINDING: u32 = 2003;
+const ACTIVITY_CREATE: u32 = 1;
+
+fn severity_id(severity: &str) -> u32 {
+    match severity {
+        "info" => 1,
+        "low" => 2,
+        "medium" => 3,
+        "high" => 4,
+        "critical" => 5,
+        _ => 0,
+    }
+}
+
+/// (status_id, status) of `compliance`.
+fn compliance_status(status: &str) -> (u32, &'static str) {
+    match status {
+        "pass" => (1, "Pass"),
+        "fail" => (3, "Fail"),
+        "error" => (0, "Unknown"),
+        "not_applicable" => (99, "Not applicable"),
+        "waived" => (99, "Waived"),
+        _ => (0, "Unknown"),
+    }
+}
+
+fn severity_name(severity: &str) -> &'static str {
+    match severity {
+        "info" => "Informational",
+        "low" => "Low",
+        "medium" => "Medium",
+        "high" => "High",
+        "critical" => "Critical",
+        _ => "Unknown",
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (0 when unreadable;
+/// the callers format these times themselves, so it does not happen).
+fn epoch_ms(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
+}
+
+fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
+    let (status_id, status) = compliance_status(&f.status);
+    let standards: BTreeSet<String> = f.references.iter().map(|r| r.standard_with_version()).collect();
+    let control = match f.references.as_slice() {
+        [] => f.id.clone(),
+        [one] => one.id.clone(),
+        many => many.iter().map(|r| format!("{} {}", r.standard, r.id)).collect::<Vec<_>>().join("; "),
+    };
+    let mut compliance = json!({
+        "control": control,
+        "standards": standards,
+        "status": status,
+        "status_id": status_id,
+    });
+    if let Some(detail) = f.explanation() {
+        compliance["status_detail"] = json!(detail);
+    }
+    let time = n.attestation.as_ref().map_or(&n.assessed_at, |att| &att.created_at);
+    let mut finding_info = json!({
+        "uid": super::stable_uuid(&[n.uid(), &f.id, time]),
+        "title": f.title,
+        "types": [f.family],
+        "created_time": epoch_ms(time),
+    });
+    if let Some(e) = f.explanation() {
+        finding_info["desc"] = json!(e);
+    }
+    let mut resource = json!({
+        "uid": n.uid(),
+        "name": n.hostname,
+        "hostname": n.hostname,
+        "type": "Kubernetes node",
+    });
+    if let Some(os) = &n.os {
+        resource["labels"] = json!([format!("os:{os}")]);
+    }
+    let mut metadata = json!({
+        "product": { "name": a.producer.name, "vendor_name": "kosmos-node-agent", "version": a.producer.version },
+        "version": OCSF_VERSION,
+    });
+    if let Some(att) = &n.attestation {
+        // The signed attestation the finding arrived in: what an auditor
+        // verifies it against.
+        metadata["sequence"] = json!(att.seq);
+        metadata["correlation_uid"] = json!(att.body_sha256);
+    }
+    let mut e = json!({
+        "activity_id": ACTIVITY_CREATE,
+        "activity_name": "Create",
+        "category_uid": CATEGORY_FINDINGS,
+        "category_name": "Findings",
+        "class_uid": CLASS_COMPLIANCE_FINDING,
+        "class_name": "Compliance Finding",
+        "type_uid": CLASS_COMPLIANCE_FINDING * 100 + ACTIVITY_CREATE,
+        "type_name": "Compliance Finding: Create",
+        "severity_id": severity_id(&f.severity),
+        "severity": severity_name(&f.severity),
+        "time": epoch_ms(time),
+        "message": f.title,
+        "compliance": compliance,
+        "finding_info": finding_info,
+        "metadata": metadata,
+        "resources": [resource],
+    });
+    if let Some(r) = f.remediation.as_deref().filter(|r| !r.is_empty()) {
+        e["remediation"] = json!({ "desc": r });
+    }
+    if f.status == "waived" {
+        // Suppressed: an owner accepted the finding for a while.
+        e["status_id"] = json!(3);
+        e["status"] = json!("Suppressed");
+    }
+    e
+}
+
+/// One Compliance Finding event per finding of every node, in node then
+/// check order.
+pub fn events(a: &Assessment<'_>) -> Vec<Value> {
+    a.nodes.iter().flat_map(|n| n.findings.iter().map(move |f| event(a, n, f))).collect()
+}
+
+/// The events as JSON Lines (one object per line), the form SIEM
+/// collectors ingest.
+pub fn render_lines(a: &Assessment<'_>) -> String {
+    let mut out = String::new();
+    for e in events(a) {
+        out.push_str(&e.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_become_epoch_milliseconds() {
+        assert_eq!(epoch_ms("1970-01-01T00:00:00Z"), 0);
+        assert_eq!(epoch_ms("2026-12-03T07:51:30.250+01:00"), 1_796_280_690_250);
+    }
+
+    #[test]
+    fn an_undecided_check_is_unknown_never_pass() {
+        assert_eq!(compliance_status("error"), (0, "Unknown"));
+        assert_eq!(compliance_status("fail").0, 3);
+    }
+}
