@@ -492,7 +492,7 @@ fn report(
     let opts =
         fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail, parallel: true };
     let report = cfg.store_location().fleet_reader()?.fleet_report(&opts)?;
-    let exchanged = if wanted.exchange() {
+    let exchange_meta = if wanted.exchange() {
         let fp = crate::pki::file_fingerprint(&cfg.pki.ca_cert)?;
         let evidence = kosmos_proto::exchange::EvidenceSource {
             description: format!(
@@ -501,19 +501,20 @@ fn report(
             ),
             href: wanted.evidence_bundle.clone(),
         };
-        let a = fleet::exchange::assessment(&report, evidence)
-            .map_err(|e| CliError::Usage { option: "--format", problem: e.to_string() })?;
-        Some(match format {
-            ReportFormat::Sarif => pretty(&kosmos_proto::exchange::sarif::render(&a)),
-            ReportFormat::Oscal => pretty(&kosmos_proto::exchange::oscal::render(&a)),
-            _ => kosmos_proto::exchange::ocsf::render_lines(&a),
-        })
+        Some(fleet::exchange::assessment(&report, evidence))
     } else {
         None
     };
     let render = |w: &mut dyn Write| -> std::io::Result<()> {
-        if let Some(doc) = &exchanged {
-            return w.write_all(doc.as_bytes());
+        use kosmos_proto::exchange::{ocsf, oscal, sarif};
+        if let Some(a) = &exchange_meta {
+            let nodes = fleet::exchange::nodes(&report);
+            return match format {
+                ReportFormat::Sarif => sarif::write(a, nodes, w),
+                ReportFormat::Oscal => oscal::write(a, nodes, w),
+                _ => ocsf::write(a, nodes, w),
+            }
+            .map_err(std::io::Error::other);
         }
         match format {
             ReportFormat::Html => fleet::html::write_report(&report, w),
@@ -540,11 +541,6 @@ fn report(
     // by one would only add to the report's wall time.
     std::mem::forget(report);
     Ok(0)
-}
-
-/// A JSON document, indented, newline-terminated.
-fn pretty(doc: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(doc).unwrap_or_default() + "\n"
 }
 
 /// Write to `path` atomically (temporary file, rename), 0600: a fleet

@@ -594,16 +594,11 @@ fn scan(
 }
 
 /// The notAfter (Unix seconds) of a node's client certificate. The collector
-/// issued and stored it, so an unreadable one is a damaged row: it is logged
-/// and the node shows no expiry rather than a made-up one.
+/// issued and stored it, so an unreadable one is a damaged row: the node
+/// shows no expiry rather than a made-up one, and the caller logs it once
+/// per report (not once per node).
 fn certificate_not_after(der: &[u8]) -> Option<i64> {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => Some(cert.validity().not_after.timestamp()),
-        Err(e) => {
-            tracing::warn!("a stored node certificate cannot be read: {e}");
-            None
-        }
-    }
+    x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
 }
 
 /// Build the fleet report.
@@ -620,6 +615,7 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
 
     // Nodes.
     let mut nodes: Vec<NodeReport> = Vec::new();
+    let mut unreadable_certificates = 0usize;
     for r in src.nodes()? {
         let state = match (r.revoked_ms, r.last_created_ms) {
             (Some(_), _) => NodeState::Revoked,
@@ -628,7 +624,9 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             _ => NodeState::Ok,
         };
         let last = r.last_created_ms;
-        let certificate_expires_at = certificate_not_after(&r.cert_der).map(|t| rfc3339(t.saturating_mul(1000)));
+        let not_after = certificate_not_after(&r.cert_der);
+        unreadable_certificates += usize::from(not_after.is_none());
+        let certificate_expires_at = not_after.map(|t| rfc3339(t.saturating_mul(1000)));
         nodes.push(NodeReport {
             id: r.id,
             hostname: r.hostname,
@@ -652,6 +650,9 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             integrity_events: 0,
             findings: Vec::new(),
         });
+    }
+    if unreadable_certificates > 0 {
+        tracing::warn!("{unreadable_certificates} stored node certificate(s) cannot be read: no expiry shown for them");
     }
     let node_index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
 

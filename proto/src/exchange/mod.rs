@@ -5,15 +5,23 @@
 //! security data lakes, and OSCAL 1.2.3 Assessment Results ([`oscal`]) for
 //! auditors.
 //!
-//! Both binaries feed the same input, [`Assessment`]: the finding objects of
+//! Both binaries feed the same input: an [`Assessment`] (who produced the
+//! document, when, under which profile, where the evidence is) and the
+//! nodes, one [`NodeAssessment`] at a time: the finding objects of
 //! `kosmos.report/v1` as the agent wrote them (the collector stores them
-//! verbatim), per node, with the attestation that carried them when there is
-//! one. One renderer per format serves both, so a node's SARIF is the same
-//! whether it came from the node or from the collector.
+//! verbatim), with the attestation that carried them when there is one. One
+//! renderer per format serves both, so a node's SARIF is the same whether it
+//! came from the node or from the collector.
+//!
+//! The renderers write as they go and keep only what the format makes them
+//! gather (SARIF's rules, OSCAL's findings per control): a fleet's 1.5
+//! million findings are never all parsed at once.
 
 pub mod ocsf;
 pub mod oscal;
 pub mod sarif;
+
+use std::io::Write;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -68,7 +76,8 @@ pub struct EvidenceSource {
     pub href: Option<String>,
 }
 
-/// Everything a document is made of.
+/// What a document says about itself; the nodes come separately, one at a
+/// time.
 #[derive(Debug, Clone)]
 pub struct Assessment<'a> {
     pub producer: Producer<'a>,
@@ -76,8 +85,29 @@ pub struct Assessment<'a> {
     pub generated_at: String,
     /// The profile the checks ran under (name and version), when known.
     pub profile: Option<String>,
-    pub nodes: Vec<NodeAssessment>,
     pub evidence: Option<EvidenceSource>,
+}
+
+/// A node to render, or why its findings could not be read.
+pub type NodeItem = Result<NodeAssessment, String>;
+
+/// Why a document could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot write the document: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("cannot serialize the document: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The source could not provide a node (for example, a stored finding
+    /// that is not a finding object).
+    #[error("{0}")]
+    Source(String),
+}
+
+/// Write `value` as compact JSON.
+fn put(w: &mut dyn Write, value: &serde_json::Value) -> Result<(), RenderError> {
+    serde_json::to_writer(&mut *w, value)?;
+    Ok(())
 }
 
 /// A finding object of `kosmos.report/v1`, the fields the formats use.

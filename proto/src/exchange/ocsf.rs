@@ -8,10 +8,11 @@
 //! reason or first piece of evidence goes to `compliance.status_detail`.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 
 use serde_json::{Value, json};
 
-use super::{Assessment, Finding, NodeAssessment};
+use super::{Assessment, Finding, NodeAssessment, NodeItem, RenderError, put};
 
 pub const OCSF_VERSION: &str = "1.5.0";
 const CATEGORY_FINDINGS: u32 = 2;
@@ -133,21 +134,17 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
     e
 }
 
-/// One Compliance Finding event per finding of every node, in node then
-/// check order.
-pub fn events(a: &Assessment<'_>) -> Vec<Value> {
-    a.nodes.iter().flat_map(|n| n.findings.iter().map(move |f| event(a, n, f))).collect()
-}
-
-/// The events as JSON Lines (one object per line), the form SIEM
-/// collectors ingest.
-pub fn render_lines(a: &Assessment<'_>) -> String {
-    let mut out = String::new();
-    for e in events(a) {
-        out.push_str(&e.to_string());
-        out.push('\n');
+/// Write one Compliance Finding event per finding of every node, one JSON
+/// object per line (the form SIEM collectors ingest), as the nodes come.
+pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut dyn Write) -> Result<(), RenderError> {
+    for n in nodes {
+        let n = n.map_err(RenderError::Source)?;
+        for f in &n.findings {
+            put(w, &event(a, &n, f))?;
+            w.write_all(b"\n")?;
+        }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@
 //! profile the checks ran under); there is no separate plan document.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 
 use serde_json::{Value, json};
 
-use super::{Assessment, Finding, NodeAssessment, Reference, stable_uuid};
+use super::{Assessment, Finding, NodeAssessment, NodeItem, Reference, RenderError, stable_uuid};
 
 pub const OSCAL_VERSION: &str = "1.2.3";
 /// The namespace of our own properties (OSCAL requires one for names it
@@ -106,16 +107,41 @@ fn observation(n: &NodeAssessment, subject: &str, evidence_uuid: Option<&str>) -
     (uuid, o)
 }
 
-/// The Assessment Results document of `a`.
-pub fn render(a: &Assessment<'_>) -> Value {
+/// What an OSCAL finding gathers about one (check, control) over the nodes.
+struct Open {
+    title: String,
+    severity: String,
+    remediation: Option<String>,
+    control_label: String,
+    any_fail: bool,
+    /// "hostname (status): explanation" per node.
+    lines: Vec<String>,
+    observations: Vec<String>,
+}
+
+/// Write the Assessment Results document of `a` and `nodes` to `w`. Nodes
+/// are read once; per node only its inventory item and observation are
+/// kept, and per (check, control) not satisfied one line per node.
+pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut dyn Write) -> Result<(), RenderError> {
+    let doc = render(a, nodes)?;
+    serde_json::to_writer_pretty(&mut *w, &doc)?;
+    w.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The Assessment Results document of `a` and `nodes`.
+pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Result<Value, RenderError> {
     let doc_uuid = stable_uuid(&["assessment-results", a.producer.name, &a.generated_at]);
     let plan_uuid = stable_uuid(&["assessment-plan", a.profile.as_deref().unwrap_or("")]);
     let evidence_uuid = a.evidence.as_ref().map(|_| stable_uuid(&["evidence", &a.generated_at]));
 
     let mut inventory = Vec::new();
     let mut observations = Vec::new();
-    let mut observation_of: BTreeMap<String, String> = BTreeMap::new();
-    for n in &a.nodes {
+    let mut open: BTreeMap<(String, String), Open> = BTreeMap::new();
+    let mut reviewed: BTreeSet<String> = BTreeSet::new();
+    let mut start: Option<String> = None;
+    for n in nodes {
+        let n = n.map_err(RenderError::Source)?;
         let item = stable_uuid(&["inventory-item", n.uid()]);
         let mut props = vec![prop("node-id", n.uid()), prop("hostname", n.hostname.clone())];
         if let Some(os) = &n.os {
@@ -126,75 +152,65 @@ pub fn render(a: &Assessment<'_>) -> Value {
             "description": format!("Kubernetes node {} ({})", n.hostname, n.uid()),
             "props": props,
         }));
-        let (uuid, o) = observation(n, &item, evidence_uuid.as_deref());
-        observation_of.insert(n.uid().to_string(), uuid);
+        let (observation_uuid, o) = observation(&n, &item, evidence_uuid.as_deref());
         observations.push(o);
-    }
-
-    // Findings: one per (check, control) that some node does not satisfy.
-    struct Open<'f> {
-        finding: &'f Finding,
-        control_label: String,
-        nodes: Vec<(&'f NodeAssessment, &'f Finding)>,
-    }
-    let mut open: BTreeMap<(String, String), Open<'_>> = BTreeMap::new();
-    let mut reviewed: BTreeSet<String> = BTreeSet::new();
-    for n in &a.nodes {
+        if start.as_deref().is_none_or(|s| n.assessed_at.as_str() < s) {
+            start = Some(n.assessed_at.clone());
+        }
         for f in &n.findings {
             for (control, label) in controls(f) {
                 reviewed.insert(control.clone());
-                if f.is_open() {
-                    open.entry((f.id.clone(), control))
-                        .or_insert_with(|| Open { finding: f, control_label: label, nodes: Vec::new() })
-                        .nodes
-                        .push((n, f));
+                if !f.is_open() {
+                    continue;
                 }
+                let entry = open.entry((f.id.clone(), control)).or_insert_with(|| Open {
+                    title: f.title.clone(),
+                    severity: f.severity.clone(),
+                    remediation: f.remediation.clone().filter(|r| !r.is_empty()),
+                    control_label: label,
+                    any_fail: false,
+                    lines: Vec::new(),
+                    observations: Vec::new(),
+                });
+                entry.any_fail |= f.status == "fail";
+                entry.lines.push(match f.explanation() {
+                    Some(e) => format!("{} ({}): {e}", n.hostname, f.status),
+                    None => format!("{} ({})", n.hostname, f.status),
+                });
+                entry.observations.push(observation_uuid.clone());
             }
         }
     }
+
     let findings: Vec<Value> = open
         .iter()
         .map(|((check, control), o)| {
-            let any_fail = o.nodes.iter().any(|(_, f)| f.status == "fail");
-            let lines: Vec<String> = o
-                .nodes
-                .iter()
-                .map(|(n, f)| match f.explanation() {
-                    Some(e) => format!("{} ({}): {e}", n.hostname, f.status),
-                    None => format!("{} ({})", n.hostname, f.status),
-                })
-                .collect();
-            let related: Vec<Value> = o
-                .nodes
-                .iter()
-                .filter_map(|(n, _)| observation_of.get(n.uid()))
-                .map(|u| json!({ "observation-uuid": u }))
-                .collect();
+            let related: Vec<Value> = o.observations.iter().map(|u| json!({ "observation-uuid": u })).collect();
             let mut target = json!({
                 "type": "objective-id",
                 "target-id": control,
                 "title": o.control_label,
-                "status": { "state": "not-satisfied", "reason": if any_fail { "fail" } else { "other" } },
+                "status": { "state": "not-satisfied", "reason": if o.any_fail { "fail" } else { "other" } },
             });
-            if !any_fail {
+            if !o.any_fail {
                 target["status"]["remarks"] =
                     json!("The check could not decide on these nodes (status error): not shown to be satisfied.");
             }
             let mut finding = json!({
                 "uuid": stable_uuid(&["finding", &a.generated_at, check, control]),
-                "title": format!("{} ({})", o.finding.title, o.control_label),
+                "title": format!("{} ({})", o.title, o.control_label),
                 "description": format!(
                     "Check {} ({} severity) is not satisfied on {} node(s):\n{}",
                     check,
-                    o.finding.severity,
-                    o.nodes.len(),
-                    lines.join("\n")
+                    o.severity,
+                    o.lines.len(),
+                    o.lines.join("\n")
                 ),
-                "props": [prop("check-id", check.clone()), prop("severity", o.finding.severity.clone())],
+                "props": [prop("check-id", check.clone()), prop("severity", o.severity.clone())],
                 "target": target,
                 "related-observations": related,
             });
-            if let Some(r) = o.finding.remediation.as_deref().filter(|r| !r.is_empty()) {
+            if let Some(r) = &o.remediation {
                 finding["remarks"] = json!(format!("Remediation: {r}"));
             }
             finding
@@ -206,10 +222,11 @@ pub fn render(a: &Assessment<'_>) -> Value {
     } else {
         json!({ "include-controls": reviewed.iter().map(|c| json!({ "control-id": c })).collect::<Vec<_>>() })
     };
-    let start = a.nodes.iter().map(|n| n.assessed_at.as_str()).min().unwrap_or(&a.generated_at).to_string();
+    let start = start.unwrap_or_else(|| a.generated_at.clone());
+    let node_count = inventory.len();
     let mut result = json!({
         "uuid": stable_uuid(&["result", &a.generated_at]),
-        "title": format!("Hardening assessment of {} node(s)", a.nodes.len()),
+        "title": format!("Hardening assessment of {node_count} node(s)"),
         "description": format!(
             "Continuous assessment by {} {} of Kubernetes external nodes: OS patch level, hardening baseline, \
              kubelet configuration, firewall and control-plane connectivity.",
@@ -243,7 +260,7 @@ pub fn render(a: &Assessment<'_>) -> Value {
         resources.push(r);
     }
 
-    json!({
+    Ok(json!({
         "assessment-results": {
             "uuid": doc_uuid,
             "metadata": {
@@ -256,7 +273,7 @@ pub fn render(a: &Assessment<'_>) -> Value {
             "results": [result],
             "back-matter": { "resources": resources },
         }
-    })
+    }))
 }
 
 #[cfg(test)]

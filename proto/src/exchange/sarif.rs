@@ -10,11 +10,12 @@
 //! result. GitHub code scanning reads `security-severity` from the rule's
 //! properties.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::io::Write;
 
 use serde_json::{Value, json};
 
-use super::{Assessment, Finding};
+use super::{Assessment, Finding, NodeAssessment, NodeItem, RenderError, put};
 
 const SCHEMA: &str = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
 
@@ -75,79 +76,86 @@ fn rule(f: &Finding) -> Value {
     })
 }
 
-/// The SARIF log of `a`.
-pub fn render(a: &Assessment<'_>) -> Value {
-    // Rules: every check seen, in id order; the first finding of a check
-    // describes it (checks are the same on every node of one version).
-    let mut by_id: BTreeMap<&str, &Finding> = BTreeMap::new();
-    for n in &a.nodes {
+/// Write the SARIF log of `a` and `nodes` to `w` (compact JSON). Results
+/// are written as each node comes; the run's `tool` (with the rules, in
+/// the order checks first appear) follows them, which JSON's unordered
+/// objects allow.
+pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut dyn Write) -> Result<(), RenderError> {
+    let mut rules: Vec<Value> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut count = 0usize;
+    write!(w, "{{\"$schema\":\"{SCHEMA}\",\"version\":\"2.1.0\",\"runs\":[{{\"results\":[")?;
+    let mut first = true;
+    for n in nodes {
+        let n = n.map_err(RenderError::Source)?;
+        count += 1;
         for f in &n.findings {
-            by_id.entry(f.id.as_str()).or_insert(f);
+            let i = *index.entry(f.id.clone()).or_insert_with(|| {
+                rules.push(rule(f));
+                rules.len() - 1
+            });
+            if !f.is_open() {
+                continue;
+            }
+            if !first {
+                w.write_all(b",")?;
+            }
+            first = false;
+            put(w, &result(&n, f, i))?;
         }
     }
-    let index: BTreeMap<&str, usize> = by_id.keys().enumerate().map(|(i, id)| (*id, i)).collect();
-    let rules: Vec<Value> = by_id.values().map(|f| rule(f)).collect();
+    w.write_all(b"],\"tool\":")?;
+    put(
+        w,
+        &json!({ "driver": {
+            "name": a.producer.name,
+            "version": a.producer.version,
+            "semanticVersion": a.producer.version,
+            "rules": rules,
+        }}),
+    )?;
+    w.write_all(b",\"invocations\":")?;
+    put(w, &json!([{ "executionSuccessful": true, "endTimeUtc": a.generated_at }]))?;
+    w.write_all(b",\"properties\":")?;
+    put(w, &json!({ "profile": a.profile, "nodes": count }))?;
+    w.write_all(b"}]}\n")?;
+    Ok(())
+}
 
-    let mut results = Vec::new();
-    for n in &a.nodes {
-        for f in n.findings.iter().filter(|f| f.is_open()) {
-            let failing = f.status == "fail";
-            let text = match f.explanation() {
-                Some(e) => format!("{} on {}: {e}", f.title, n.hostname),
-                None => format!("{} on {}", f.title, n.hostname),
-            };
-            let mut location = json!({
-                "logicalLocations": [{
-                    "name": n.hostname,
-                    "fullyQualifiedName": n.uid(),
-                    "kind": "resource",
-                }],
-            });
-            // The file the evidence was read from, when it is one.
-            if let Some(path) = f.evidence.iter().map(|e| e.source.as_str()).find(|s| s.starts_with('/')) {
-                location["physicalLocation"] = json!({ "artifactLocation": { "uri": format!("file://{path}") } });
-            }
-            let mut properties = json!({
-                "status": f.status,
-                "node": n.uid(),
-                "hostname": n.hostname,
-            });
-            if let Some(att) = &n.attestation {
-                properties["attestationSeq"] = json!(att.seq);
-                properties["attestationBodySha256"] = json!(att.body_sha256);
-            }
-            results.push(json!({
-                "ruleId": f.id,
-                "ruleIndex": index.get(f.id.as_str()).copied().unwrap_or(0),
-                "kind": if failing { "fail" } else { "open" },
-                "level": if failing { level(&f.severity) } else { "none" },
-                "message": { "text": text },
-                "locations": [location],
-                "partialFingerprints": { "kosmosFinding/v1": super::stable_uuid(&[n.uid(), &f.id]) },
-                "properties": properties,
-            }));
-        }
-    }
-
-    json!({
-        "$schema": SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": { "driver": {
-                "name": a.producer.name,
-                "version": a.producer.version,
-                "semanticVersion": a.producer.version,
-                "rules": rules,
-            }},
-            "invocations": [{
-                "executionSuccessful": true,
-                "endTimeUtc": a.generated_at,
-            }],
-            "results": results,
-            "properties": {
-                "profile": a.profile,
-                "nodes": a.nodes.len(),
-            },
+fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
+    let failing = f.status == "fail";
+    let text = match f.explanation() {
+        Some(e) => format!("{} on {}: {e}", f.title, n.hostname),
+        None => format!("{} on {}", f.title, n.hostname),
+    };
+    let mut location = json!({
+        "logicalLocations": [{
+            "name": n.hostname,
+            "fullyQualifiedName": n.uid(),
+            "kind": "resource",
         }],
+    });
+    // The file the evidence was read from, when it is one.
+    if let Some(path) = f.evidence.iter().map(|e| e.source.as_str()).find(|s| s.starts_with('/')) {
+        location["physicalLocation"] = json!({ "artifactLocation": { "uri": format!("file://{path}") } });
+    }
+    let mut properties = json!({
+        "status": f.status,
+        "node": n.uid(),
+        "hostname": n.hostname,
+    });
+    if let Some(att) = &n.attestation {
+        properties["attestationSeq"] = json!(att.seq);
+        properties["attestationBodySha256"] = json!(att.body_sha256);
+    }
+    json!({
+        "ruleId": f.id,
+        "ruleIndex": rule_index,
+        "kind": if failing { "fail" } else { "open" },
+        "level": if failing { level(&f.severity) } else { "none" },
+        "message": { "text": text },
+        "locations": [location],
+        "partialFingerprints": { "kosmosFinding/v1": super::stable_uuid(&[n.uid(), &f.id]) },
+        "properties": properties,
     })
 }
