@@ -469,9 +469,10 @@ fn report(
     as_of: Option<&str>,
 ) -> Result<u8, CliError> {
     let format = wanted.format;
-    // The exchange formats carry every finding (OCSF reports passes too;
-    // OSCAL lists every control reviewed).
-    let detail = if wanted.exchange() { Detail::All } else { wanted.findings };
+    // The exchange formats read each node's findings (all of them: OCSF
+    // reports passes too, OSCAL lists every control reviewed) when they
+    // write that node, not in the report.
+    let detail = if wanted.exchange() { Detail::Summary } else { wanted.findings };
     if wanted.evidence_bundle.is_some() && format != ReportFormat::Oscal {
         return Err(CliError::Usage { option: "--evidence-bundle", problem: "only goes with --format oscal".into() });
     }
@@ -491,7 +492,8 @@ fn report(
     }
     let opts =
         fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail, parallel: true };
-    let report = cfg.store_location().fleet_reader()?.fleet_report(&opts)?;
+    let mut reader = cfg.store_location().fleet_reader()?;
+    let report = reader.fleet_report(&opts)?;
     let exchange_meta = if wanted.exchange() {
         let fp = crate::pki::file_fingerprint(&cfg.pki.ca_cert)?;
         let evidence = kosmos_proto::exchange::EvidenceSource {
@@ -505,10 +507,10 @@ fn report(
     } else {
         None
     };
-    let render = |w: &mut dyn Write| -> std::io::Result<()> {
+    let mut render = |w: &mut dyn Write| -> std::io::Result<()> {
         use kosmos_proto::exchange::{ocsf, oscal, sarif};
         if let Some(a) = &exchange_meta {
-            let nodes = fleet::exchange::nodes(&report);
+            let nodes = fleet::exchange::nodes(&report, &mut *reader);
             return match format {
                 ReportFormat::Sarif => sarif::write(a, nodes, w),
                 ReportFormat::Oscal => oscal::write(a, nodes, w),

@@ -1,11 +1,15 @@
 //! The fleet in the exchange formats (`report --format sarif|ocsf|oscal`):
 //! the fleet report's nodes, each with the signed attestation at its chain
 //! head, fed one at a time to `kosmos_proto::exchange`, whose renderers the
-//! agent's `check --output` shares.
+//! agent's `check --output` shares. The report is built without findings
+//! (`--findings summary`); each node's findings are read from the store
+//! when its turn comes, so memory holds one node's findings, not the
+//! fleet's.
 
 use kosmos_proto::exchange::{self, Assessment, Attestation, EvidenceSource, NodeAssessment, NodeItem, Producer};
 
 use super::{FleetReport, NodeReport, NodeState};
+use crate::store::FleetRead;
 
 /// The document's description of itself.
 pub fn assessment(report: &FleetReport, evidence: EvidenceSource) -> Assessment<'static> {
@@ -21,19 +25,19 @@ pub fn assessment(report: &FleetReport, evidence: EvidenceSource) -> Assessment<
 }
 
 /// Every node that has reported (revoked nodes and nodes that never
-/// reported have no findings to exchange), its findings parsed when the
-/// renderer asks for it.
-pub fn nodes(report: &FleetReport) -> impl Iterator<Item = NodeItem> + '_ {
+/// reported have no findings to exchange), its findings read from `store`
+/// and parsed when the renderer asks for it.
+pub fn nodes<'r>(report: &'r FleetReport, store: &'r mut dyn FleetRead) -> impl Iterator<Item = NodeItem> + 'r {
     report
         .nodes
         .iter()
         .filter(|n| !matches!(n.state, NodeState::Revoked | NodeState::NeverReported))
-        .map(move |n| node(n, &report.generated_at))
+        .map(move |n| node(n, &mut *store, &report.generated_at))
 }
 
-fn node(n: &NodeReport, generated_at: &str) -> NodeItem {
-    let findings = n
-        .findings
+fn node(n: &NodeReport, store: &mut dyn FleetRead, generated_at: &str) -> NodeItem {
+    let stored = store.node_findings(&n.id).map_err(|e| format!("node {}: {e}", n.id))?;
+    let findings = stored
         .iter()
         .map(|f| {
             exchange::Finding::parse(&f.finding)

@@ -114,29 +114,134 @@ struct Open {
     remediation: Option<String>,
     control_label: String,
     any_fail: bool,
-    /// "hostname (status): explanation" per node.
+    /// "hostname (status): explanation" for the first [`LISTED_NODES`] nodes.
     lines: Vec<String>,
-    observations: Vec<String>,
+    /// The observation of each node concerned (an index into the
+    /// observations: every node is named there).
+    observations: Vec<u32>,
 }
 
-/// Write the Assessment Results document of `a` and `nodes` to `w`. Nodes
-/// are read once; per node only its inventory item and observation are
-/// kept, and per (check, control) not satisfied one line per node.
+/// How many nodes a finding's description lists by name and explanation:
+/// past that, a fleet-wide failure would be a description nobody reads
+/// (and memory for one line per node); every node stays related through
+/// its observation.
+const LISTED_NODES: usize = 20;
+
+/// Write the Assessment Results document of `a` and `nodes` to `w`
+/// (compact JSON). Nodes are read once; per node only its inventory item
+/// and observation are kept, per (check, control) not satisfied the first
+/// [`LISTED_NODES`] explanations and an index per node; each OSCAL finding
+/// is built and written in turn.
 pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut dyn Write) -> Result<(), RenderError> {
-    let doc = render(a, nodes)?;
-    serde_json::to_writer_pretty(&mut *w, &doc)?;
-    w.write_all(b"\n")?;
+    let g = gather(a, nodes)?;
+    if g.open.is_empty() {
+        serde_json::to_writer(&mut *w, &g.doc)?;
+        w.write_all(b"\n")?;
+        return Ok(());
+    }
+    // {"assessment-results":{...,"results":[{...,"findings":[ F, F, ... ]}]}}
+    let ar = g
+        .doc
+        .get("assessment-results")
+        .and_then(Value::as_object)
+        .ok_or_else(|| RenderError::Source("internal: the document has no assessment-results".into()))?;
+    w.write_all(b"{\"assessment-results\":{")?;
+    for (key, value) in ar.iter().filter(|(k, _)| k.as_str() != "results") {
+        serde_json::to_writer(&mut *w, key)?;
+        w.write_all(b":")?;
+        serde_json::to_writer(&mut *w, value)?;
+        w.write_all(b",")?;
+    }
+    let result = ar
+        .get("results")
+        .and_then(|r| r.get(0))
+        .ok_or_else(|| RenderError::Source("internal: the document has no result".into()))?;
+    let mut head = serde_json::to_vec(result)?;
+    // An object's JSON ends with its closing brace: reopen it.
+    head.pop();
+    w.write_all(b"\"results\":[")?;
+    w.write_all(&head)?;
+    w.write_all(b",\"findings\":[")?;
+    for (i, ((check, control), o)) in g.open.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, &finding(a, check, control, o, &g.observation_uuids))?;
+    }
+    w.write_all(b"]}]}}\n")?;
     Ok(())
 }
 
-/// The Assessment Results document of `a` and `nodes`.
+/// The Assessment Results document of `a` and `nodes`, whole.
 pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Result<Value, RenderError> {
+    let mut g = gather(a, nodes)?;
+    if !g.open.is_empty() {
+        let findings: Vec<Value> =
+            g.open.iter().map(|((check, control), o)| finding(a, check, control, o, &g.observation_uuids)).collect();
+        g.doc["assessment-results"]["results"][0]["findings"] = json!(findings);
+    }
+    Ok(g.doc)
+}
+
+/// The document without its findings, and what the findings are made of.
+struct Gathered {
+    doc: Value,
+    open: BTreeMap<(String, String), Open>,
+    observation_uuids: Vec<String>,
+}
+
+fn finding(a: &Assessment<'_>, check: &str, control: &str, o: &Open, observation_uuids: &[String]) -> Value {
+    let related: Vec<Value> = o
+        .observations
+        .iter()
+        .filter_map(|i| observation_uuids.get(*i as usize))
+        .map(|u| json!({ "observation-uuid": u }))
+        .collect();
+    let mut listed = o.lines.join("\n");
+    if o.observations.len() > o.lines.len() {
+        listed.push_str(&format!(
+            "\n… and {} more node(s), each named by a related observation",
+            o.observations.len() - o.lines.len()
+        ));
+    }
+    let mut target = json!({
+        "type": "objective-id",
+        "target-id": control,
+        "title": o.control_label,
+        "status": { "state": "not-satisfied", "reason": if o.any_fail { "fail" } else { "other" } },
+    });
+    if !o.any_fail {
+        target["status"]["remarks"] =
+            json!("The check could not decide on these nodes (status error): not shown to be satisfied.");
+    }
+    let mut finding = json!({
+        "uuid": stable_uuid(&["finding", &a.generated_at, check, control]),
+        "title": format!("{} ({})", o.title, o.control_label),
+        "description": format!(
+            "Check {} ({} severity) is not satisfied on {} node(s):\n{}",
+            check,
+            o.severity,
+            o.observations.len(),
+            listed
+        ),
+        "props": [prop("check-id", check), prop("severity", o.severity.clone())],
+        "target": target,
+        "related-observations": related,
+    });
+    if let Some(r) = &o.remediation {
+        finding["remarks"] = json!(format!("Remediation: {r}"));
+    }
+    finding
+}
+
+fn gather(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Result<Gathered, RenderError> {
     let doc_uuid = stable_uuid(&["assessment-results", a.producer.name, &a.generated_at]);
     let plan_uuid = stable_uuid(&["assessment-plan", a.profile.as_deref().unwrap_or("")]);
     let evidence_uuid = a.evidence.as_ref().map(|_| stable_uuid(&["evidence", &a.generated_at]));
 
     let mut inventory = Vec::new();
     let mut observations = Vec::new();
+    let mut observation_uuids: Vec<String> = Vec::new();
     let mut open: BTreeMap<(String, String), Open> = BTreeMap::new();
     let mut reviewed: BTreeSet<String> = BTreeSet::new();
     let mut start: Option<String> = None;
@@ -154,6 +259,8 @@ pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Resu
         }));
         let (observation_uuid, o) = observation(&n, &item, evidence_uuid.as_deref());
         observations.push(o);
+        let observation_index = u32::try_from(observation_uuids.len()).unwrap_or(u32::MAX);
+        observation_uuids.push(observation_uuid);
         if start.as_deref().is_none_or(|s| n.assessed_at.as_str() < s) {
             start = Some(n.assessed_at.clone());
         }
@@ -173,49 +280,16 @@ pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Resu
                     observations: Vec::new(),
                 });
                 entry.any_fail |= f.status == "fail";
-                entry.lines.push(match f.explanation() {
-                    Some(e) => format!("{} ({}): {e}", n.hostname, f.status),
-                    None => format!("{} ({})", n.hostname, f.status),
-                });
-                entry.observations.push(observation_uuid.clone());
+                if entry.lines.len() < LISTED_NODES {
+                    entry.lines.push(match f.explanation() {
+                        Some(e) => format!("{} ({}): {e}", n.hostname, f.status),
+                        None => format!("{} ({})", n.hostname, f.status),
+                    });
+                }
+                entry.observations.push(observation_index);
             }
         }
     }
-
-    let findings: Vec<Value> = open
-        .iter()
-        .map(|((check, control), o)| {
-            let related: Vec<Value> = o.observations.iter().map(|u| json!({ "observation-uuid": u })).collect();
-            let mut target = json!({
-                "type": "objective-id",
-                "target-id": control,
-                "title": o.control_label,
-                "status": { "state": "not-satisfied", "reason": if o.any_fail { "fail" } else { "other" } },
-            });
-            if !o.any_fail {
-                target["status"]["remarks"] =
-                    json!("The check could not decide on these nodes (status error): not shown to be satisfied.");
-            }
-            let mut finding = json!({
-                "uuid": stable_uuid(&["finding", &a.generated_at, check, control]),
-                "title": format!("{} ({})", o.title, o.control_label),
-                "description": format!(
-                    "Check {} ({} severity) is not satisfied on {} node(s):\n{}",
-                    check,
-                    o.severity,
-                    o.lines.len(),
-                    o.lines.join("\n")
-                ),
-                "props": [prop("check-id", check.clone()), prop("severity", o.severity.clone())],
-                "target": target,
-                "related-observations": related,
-            });
-            if let Some(r) = &o.remediation {
-                finding["remarks"] = json!(format!("Remediation: {r}"));
-            }
-            finding
-        })
-        .collect();
 
     let selection = if reviewed.is_empty() {
         json!({ "include-all": {} })
@@ -240,9 +314,6 @@ pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Resu
     if !observations.is_empty() {
         result["observations"] = json!(observations);
     }
-    if !findings.is_empty() {
-        result["findings"] = json!(findings);
-    }
 
     let mut resources = vec![json!({
         "uuid": plan_uuid,
@@ -260,7 +331,7 @@ pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Resu
         resources.push(r);
     }
 
-    Ok(json!({
+    let doc = json!({
         "assessment-results": {
             "uuid": doc_uuid,
             "metadata": {
@@ -273,12 +344,63 @@ pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Resu
             "results": [result],
             "back-matter": { "resources": resources },
         }
-    }))
+    });
+    Ok(Gathered { doc, open, observation_uuids })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failing_node(i: usize) -> super::super::NodeItem {
+        let f = super::super::Finding::parse(
+            r#"{"id":"ssh.permit_root_login","title":"t","family":"ssh","severity":"high","status":"fail",
+                "evidence":[{"source":"/etc/ssh/sshd_config","detail":"PermitRootLogin yes"}],
+                "references":[{"standard":"CIS Debian Linux","id":"5.2.10"}]}"#,
+        )
+        .unwrap();
+        Ok(NodeAssessment {
+            node_id: Some(format!("node-{i}")),
+            hostname: format!("h{i}"),
+            os: None,
+            assessed_at: "2026-12-03T00:00:00Z".into(),
+            attestation: None,
+            findings: vec![f],
+        })
+    }
+
+    #[test]
+    fn a_fleet_wide_failure_names_every_node_but_lists_twenty() {
+        let a = Assessment {
+            producer: super::super::Producer { name: "t", version: "1" },
+            generated_at: "2026-12-03T00:00:00Z".into(),
+            profile: None,
+            evidence: None,
+        };
+        let doc = render(&a, (0..25).map(failing_node)).unwrap();
+        let finding = &doc["assessment-results"]["results"][0]["findings"][0];
+        assert_eq!(finding["related-observations"].as_array().unwrap().len(), 25);
+        let text = finding["description"].as_str().unwrap();
+        assert!(text.contains("not satisfied on 25 node(s)"), "{text}");
+        assert_eq!(text.matches("(fail)").count(), 20, "{text}");
+        assert!(text.contains("and 5 more node(s)"), "{text}");
+        assert_eq!(finding["target"]["target-id"], "cis-debian-linux_5.2.10");
+    }
+
+    #[test]
+    fn the_streamed_document_is_the_rendered_one() {
+        let a = Assessment {
+            producer: super::super::Producer { name: "t", version: "1" },
+            generated_at: "2026-12-03T00:00:00Z".into(),
+            profile: Some("p 1".into()),
+            evidence: Some(super::super::EvidenceSource { description: "d".into(), href: Some("b.tar.gz".into()) }),
+        };
+        let mut out = Vec::new();
+        write(&a, (0..3).map(failing_node), &mut out).unwrap();
+        let streamed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(streamed, render(&a, (0..3).map(failing_node)).unwrap());
+        assert_eq!(streamed["assessment-results"]["results"][0]["findings"].as_array().unwrap().len(), 1);
+    }
 
     #[test]
     fn control_ids_are_oscal_tokens() {
