@@ -81,6 +81,10 @@ fn a_node_check_in_sarif_ocsf_and_oscal_validates_and_matches_its_findings() {
                 other => panic!("{id}: unexpected kind/level {other:?}"),
             };
             assert!(r["locations"][0]["logicalLocations"][0]["name"].is_string());
+            // GitHub code scanning refuses a whole log over one result
+            // without a physical location.
+            let uri = r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap();
+            assert!(uri.starts_with(report["node"]["hostname"].as_str().unwrap()), "{uri}");
             (id.to_string(), status.to_string())
         })
         .collect();

@@ -1,7 +1,7 @@
 //! SARIF 2.1.0, as Kubescape and Trivy emit it for configuration scanning:
 //! one run, one rule per check (title, help with the remediation and the
 //! controls it implements, severity), one result per failing or erroring
-//! finding, located on its node.
+//! finding, located on its node (and the evidence file on it, if any).
 //!
 //! A failing finding is `kind: fail` with a level from its severity; an
 //! erroring one is `kind: open` ("the tool could not determine whether the
@@ -122,23 +122,49 @@ pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut 
     Ok(())
 }
 
+/// The artifact a result is located in: the node, and below it the file
+/// the evidence was read from when there is one (`node-1a2b/etc/ssh/sshd_config`).
+/// A relative URI, percent-encoded: GitHub code scanning refuses a whole
+/// log if one result has no physical location, and resolves relative URIs
+/// against the checkout, where these simply point nowhere.
+fn artifact_uri(n: &NodeAssessment, f: &Finding) -> String {
+    let mut uri = encode(n.uid());
+    if let Some(path) = f.evidence.iter().map(|e| e.source.as_str()).find(|s| s.starts_with('/')) {
+        for segment in path.split('/').filter(|s| !s.is_empty() && *s != "." && *s != "..") {
+            uri.push('/');
+            uri.push_str(&encode(segment));
+        }
+    }
+    uri
+}
+
+/// Percent-encoding of one URI path segment (RFC 3986 unreserved kept).
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
     let failing = f.status == "fail";
     let text = match f.explanation() {
         Some(e) => format!("{} on {}: {e}", f.title, n.hostname),
         None => format!("{} on {}", f.title, n.hostname),
     };
-    let mut location = json!({
+    let location = json!({
+        "physicalLocation": { "artifactLocation": { "uri": artifact_uri(n, f) } },
         "logicalLocations": [{
             "name": n.hostname,
             "fullyQualifiedName": n.uid(),
             "kind": "resource",
         }],
     });
-    // The file the evidence was read from, when it is one.
-    if let Some(path) = f.evidence.iter().map(|e| e.source.as_str()).find(|s| s.starts_with('/')) {
-        location["physicalLocation"] = json!({ "artifactLocation": { "uri": format!("file://{path}") } });
-    }
     let mut properties = json!({
         "status": f.status,
         "node": n.uid(),
@@ -158,4 +184,33 @@ fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
         "partialFingerprints": { "kosmosFinding/v1": super::stable_uuid(&[n.uid(), &f.id]) },
         "properties": properties,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_result_has_a_physical_location_under_its_node() {
+        let f = Finding::parse(
+            r#"{"id":"a.b","title":"t","family":"f","severity":"high","status":"fail",
+                "evidence":[{"source":"/etc/ssh/sshd_config.d/my conf","detail":"x"}]}"#,
+        )
+        .unwrap();
+        let n = NodeAssessment {
+            node_id: Some("node-1".into()),
+            hostname: "h".into(),
+            os: None,
+            assessed_at: "2026-12-03T00:00:00Z".into(),
+            attestation: None,
+            findings: vec![],
+        };
+        assert_eq!(artifact_uri(&n, &f), "node-1/etc/ssh/sshd_config.d/my%20conf");
+        let no_file = Finding::parse(
+            r#"{"id":"a.b","title":"t","family":"f","severity":"high","status":"error","reason":"sshd -T failed"}"#,
+        )
+        .unwrap();
+        assert_eq!(artifact_uri(&n, &no_file), "node-1");
+        assert_eq!(result(&n, &no_file, 0)["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "node-1");
+    }
 }
