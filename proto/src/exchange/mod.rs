@@ -26,6 +26,8 @@ use std::io::Write;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::verdict::{Severity, Status};
+
 /// The program that produced the document.
 #[derive(Debug, Clone, Copy)]
 pub struct Producer<'a> {
@@ -116,8 +118,8 @@ pub struct Finding {
     pub id: String,
     pub title: String,
     pub family: String,
-    pub severity: String,
-    pub status: String,
+    pub severity: Severity,
+    pub status: Status,
     #[serde(default)]
     pub evidence: Vec<Evidence>,
     #[serde(default)]
@@ -162,7 +164,7 @@ impl Finding {
     /// A finding that did not pass and was not set aside: what the formats
     /// report as a problem (`fail`) or as undecided (`error`).
     pub fn is_open(&self) -> bool {
-        self.status == "fail" || self.status == "error"
+        matches!(self.status, Status::Fail | Status::Error)
     }
 
     /// The one-line explanation: the reason for an error or a

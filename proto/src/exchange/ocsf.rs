@@ -13,43 +13,41 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use super::{Assessment, Finding, NodeAssessment, NodeItem, RenderError, put};
+use crate::verdict::{Severity, Status};
 
 pub const OCSF_VERSION: &str = "1.5.0";
 const CATEGORY_FINDINGS: u32 = 2;
 const CLASS_COMPLIANCE_FINDING: u32 = 2003;
 const ACTIVITY_CREATE: u32 = 1;
 
-fn severity_id(severity: &str) -> u32 {
+fn severity_id(severity: Severity) -> u32 {
     match severity {
-        "info" => 1,
-        "low" => 2,
-        "medium" => 3,
-        "high" => 4,
-        "critical" => 5,
-        _ => 0,
+        Severity::Info => 1,
+        Severity::Low => 2,
+        Severity::Medium => 3,
+        Severity::High => 4,
+        Severity::Critical => 5,
     }
 }
 
 /// (status_id, status) of `compliance`.
-fn compliance_status(status: &str) -> (u32, &'static str) {
+fn compliance_status(status: Status) -> (u32, &'static str) {
     match status {
-        "pass" => (1, "Pass"),
-        "fail" => (3, "Fail"),
-        "error" => (0, "Unknown"),
-        "not_applicable" => (99, "Not applicable"),
-        "waived" => (99, "Waived"),
-        _ => (0, "Unknown"),
+        Status::Pass => (1, "Pass"),
+        Status::Fail => (3, "Fail"),
+        Status::Error => (0, "Unknown"),
+        Status::NotApplicable => (99, "Not applicable"),
+        Status::Waived => (99, "Waived"),
     }
 }
 
-fn severity_name(severity: &str) -> &'static str {
+fn severity_name(severity: Severity) -> &'static str {
     match severity {
-        "info" => "Informational",
-        "low" => "Low",
-        "medium" => "Medium",
-        "high" => "High",
-        "critical" => "Critical",
-        _ => "Unknown",
+        Severity::Info => "Informational",
+        Severity::Low => "Low",
+        Severity::Medium => "Medium",
+        Severity::High => "High",
+        Severity::Critical => "Critical",
     }
 }
 
@@ -60,7 +58,7 @@ fn epoch_ms(rfc3339: &str) -> i64 {
 }
 
 fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
-    let (status_id, status) = compliance_status(&f.status);
+    let (status_id, status) = compliance_status(f.status);
     let standards: BTreeSet<String> = f.references.iter().map(|r| r.standard_with_version()).collect();
     let control = match f.references.as_slice() {
         [] => f.id.clone(),
@@ -114,8 +112,8 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
         "class_name": "Compliance Finding",
         "type_uid": CLASS_COMPLIANCE_FINDING * 100 + ACTIVITY_CREATE,
         "type_name": "Compliance Finding: Create",
-        "severity_id": severity_id(&f.severity),
-        "severity": severity_name(&f.severity),
+        "severity_id": severity_id(f.severity),
+        "severity": severity_name(f.severity),
         "time": epoch_ms(time),
         "message": f.title,
         "compliance": compliance,
@@ -126,7 +124,7 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
     if let Some(r) = f.remediation.as_deref().filter(|r| !r.is_empty()) {
         e["remediation"] = json!({ "desc": r });
     }
-    if f.status == "waived" {
+    if f.status == Status::Waived {
         // Suppressed: an owner accepted the finding for a while.
         e["status_id"] = json!(3);
         e["status"] = json!("Suppressed");
@@ -159,7 +157,7 @@ mod tests {
 
     #[test]
     fn an_undecided_check_is_unknown_never_pass() {
-        assert_eq!(compliance_status("error"), (0, "Unknown"));
-        assert_eq!(compliance_status("fail").0, 3);
+        assert_eq!(compliance_status(Status::Error), (0, "Unknown"));
+        assert_eq!(compliance_status(Status::Fail).0, 3);
     }
 }

@@ -22,6 +22,7 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use super::{Assessment, Finding, NodeAssessment, NodeItem, Reference, RenderError, stable_uuid};
+use crate::verdict::{Severity, Status};
 
 pub const OSCAL_VERSION: &str = "1.2.3";
 /// The namespace of our own properties (OSCAL requires one for names it
@@ -110,7 +111,7 @@ fn observation(n: &NodeAssessment, subject: &str, evidence_uuid: Option<&str>) -
 /// What an OSCAL finding gathers about one (check, control) over the nodes.
 struct Open {
     title: String,
-    severity: String,
+    severity: Severity,
     remediation: Option<String>,
     control_label: String,
     any_fail: bool,
@@ -224,7 +225,7 @@ fn finding(a: &Assessment<'_>, check: &str, control: &str, o: &Open, observation
             o.observations.len(),
             listed
         ),
-        "props": [prop("check-id", check), prop("severity", o.severity.clone())],
+        "props": [prop("check-id", check), prop("severity", o.severity.as_str())],
         "target": target,
         "related-observations": related,
     });
@@ -272,14 +273,14 @@ fn gather(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Result<G
                 }
                 let entry = open.entry((f.id.clone(), control)).or_insert_with(|| Open {
                     title: f.title.clone(),
-                    severity: f.severity.clone(),
+                    severity: f.severity,
                     remediation: f.remediation.clone().filter(|r| !r.is_empty()),
                     control_label: label,
                     any_fail: false,
                     lines: Vec::new(),
                     observations: Vec::new(),
                 });
-                entry.any_fail |= f.status == "fail";
+                entry.any_fail |= f.status == Status::Fail;
                 if entry.lines.len() < LISTED_NODES {
                     entry.lines.push(match f.explanation() {
                         Some(e) => format!("{} ({}): {e}", n.hostname, f.status),

@@ -16,25 +16,26 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use super::{Assessment, Finding, NodeAssessment, NodeItem, RenderError, put};
+use crate::verdict::{Severity, Status};
 
 const SCHEMA: &str = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
 
 /// The CVSS-like score GitHub maps to critical/high/medium/low.
-fn security_severity(severity: &str) -> &'static str {
+fn security_severity(severity: Severity) -> &'static str {
     match severity {
-        "critical" => "9.5",
-        "high" => "8.0",
-        "medium" => "5.5",
-        "low" => "3.0",
-        _ => "0.0",
+        Severity::Critical => "9.5",
+        Severity::High => "8.0",
+        Severity::Medium => "5.5",
+        Severity::Low => "3.0",
+        Severity::Info => "0.0",
     }
 }
 
-fn level(severity: &str) -> &'static str {
+fn level(severity: Severity) -> &'static str {
     match severity {
-        "critical" | "high" => "error",
-        "medium" => "warning",
-        _ => "note",
+        Severity::Critical | Severity::High => "error",
+        Severity::Medium => "warning",
+        Severity::Low | Severity::Info => "note",
     }
 }
 
@@ -66,9 +67,9 @@ fn rule(f: &Finding) -> Value {
         "shortDescription": { "text": f.title },
         "fullDescription": { "text": f.title },
         "help": { "text": help },
-        "defaultConfiguration": { "level": level(&f.severity) },
+        "defaultConfiguration": { "level": level(f.severity) },
         "properties": {
-            "security-severity": security_severity(&f.severity),
+            "security-severity": security_severity(f.severity),
             "severity": f.severity,
             "family": f.family,
             "tags": tags,
@@ -152,7 +153,7 @@ fn encode(segment: &str) -> String {
 }
 
 fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
-    let failing = f.status == "fail";
+    let failing = f.status == Status::Fail;
     let text = match f.explanation() {
         Some(e) => format!("{} on {}: {e}", f.title, n.hostname),
         None => format!("{} on {}", f.title, n.hostname),
@@ -178,7 +179,7 @@ fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
         "ruleId": f.id,
         "ruleIndex": rule_index,
         "kind": if failing { "fail" } else { "open" },
-        "level": if failing { level(&f.severity) } else { "none" },
+        "level": if failing { level(f.severity) } else { "none" },
         "message": { "text": text },
         "locations": [location],
         "partialFingerprints": { "kosmosFinding/v1": super::stable_uuid(&[n.uid(), &f.id]) },
