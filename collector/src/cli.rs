@@ -455,9 +455,18 @@ struct Wanted {
     evidence_bundle: Option<String>,
 }
 
-impl Wanted {
-    fn exchange(&self) -> bool {
-        matches!(self.format, ReportFormat::Sarif | ReportFormat::Ocsf | ReportFormat::Oscal)
+impl ReportFormat {
+    /// The exchange format this is, if it is one.
+    fn exchange(self) -> Option<kosmos_proto::exchange::Format> {
+        use kosmos_proto::exchange::Format;
+        match self {
+            ReportFormat::Sarif => Some(Format::Sarif),
+            ReportFormat::Ocsf => Some(Format::Ocsf),
+            ReportFormat::Oscal => Some(Format::Oscal),
+            ReportFormat::Html | ReportFormat::Json | ReportFormat::Csv | ReportFormat::Md | ReportFormat::Junit => {
+                None
+            }
+        }
     }
 }
 
@@ -472,7 +481,7 @@ fn report(
     // The exchange formats read each node's findings (all of them: OCSF
     // reports passes too, OSCAL lists every control reviewed) when they
     // write that node, not in the report.
-    let detail = if wanted.exchange() { Detail::Summary } else { wanted.findings };
+    let detail = if format.exchange().is_some() { Detail::Summary } else { wanted.findings };
     if wanted.evidence_bundle.is_some() && format != ReportFormat::Oscal {
         return Err(CliError::Usage { option: "--evidence-bundle", problem: "only goes with --format oscal".into() });
     }
@@ -494,7 +503,7 @@ fn report(
         fleet::Options { now_ms: now, since_ms, interval_secs: cfg.report_interval_secs, detail, parallel: true };
     let mut reader = cfg.store_location().fleet_reader()?;
     let report = reader.fleet_report(&opts)?;
-    let exchange_meta = if wanted.exchange() {
+    let exchange = if let Some(kind) = format.exchange() {
         let fp = crate::pki::file_fingerprint(&cfg.pki.ca_cert)?;
         let evidence = kosmos_proto::exchange::EvidenceSource {
             description: format!(
@@ -503,20 +512,13 @@ fn report(
             ),
             href: wanted.evidence_bundle.clone(),
         };
-        Some(fleet::exchange::assessment(&report, evidence))
+        Some((kind, fleet::exchange::assessment(&report, evidence)))
     } else {
         None
     };
     let mut render = |w: &mut dyn Write| -> std::io::Result<()> {
-        use kosmos_proto::exchange::{ocsf, oscal, sarif};
-        if let Some(a) = &exchange_meta {
-            let nodes = fleet::exchange::nodes(&report, &mut *reader);
-            return match format {
-                ReportFormat::Sarif => sarif::write(a, nodes, w),
-                ReportFormat::Oscal => oscal::write(a, nodes, w),
-                _ => ocsf::write(a, nodes, w),
-            }
-            .map_err(std::io::Error::other);
+        if let Some((kind, a)) = &exchange {
+            return kind.write(a, fleet::exchange::nodes(&report, &mut *reader), w).map_err(std::io::Error::other);
         }
         match format {
             ReportFormat::Html => fleet::html::write_report(&report, w),
@@ -527,6 +529,7 @@ fn report(
                 let xml = fleet::junit::render(&report).map_err(std::io::Error::other)?;
                 w.write_all(xml.as_bytes())
             }
+            // Written above.
             ReportFormat::Sarif | ReportFormat::Ocsf | ReportFormat::Oscal => Ok(()),
         }
     };

@@ -90,6 +90,30 @@ pub struct Assessment<'a> {
     pub evidence: Option<EvidenceSource>,
 }
 
+/// The exchange formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Sarif,
+    Ocsf,
+    Oscal,
+}
+
+impl Format {
+    /// Write the document of `a` and `nodes` to `w` in this format.
+    pub fn write(
+        self,
+        a: &Assessment<'_>,
+        nodes: impl Iterator<Item = NodeItem>,
+        w: &mut dyn Write,
+    ) -> Result<(), RenderError> {
+        match self {
+            Format::Sarif => sarif::write(a, nodes, w),
+            Format::Ocsf => ocsf::write(a, nodes, w),
+            Format::Oscal => oscal::write(a, nodes, w),
+        }
+    }
+}
+
 /// A node to render, or why its findings could not be read.
 pub type NodeItem = Result<NodeAssessment, String>;
 

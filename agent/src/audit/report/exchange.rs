@@ -2,16 +2,10 @@
 //! a local report as the input of `kosmos_proto::exchange`, whose renderers
 //! the collector shares.
 
+pub use kosmos_proto::exchange::Format;
 use kosmos_proto::exchange::{self, Assessment, NodeAssessment, Producer, RenderError};
 
 use super::Report;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Sarif,
-    Ocsf,
-    Oscal,
-}
 
 /// `report` as an exchange assessment of one node, not attested (a local
 /// check is unsigned). The findings go through their JSON form, the one
@@ -42,10 +36,6 @@ pub fn render(report: &Report, format: Format) -> Result<String, RenderError> {
     };
     let nodes = std::iter::once(node(report).map_err(|e| e.to_string()));
     let mut out = Vec::new();
-    match format {
-        Format::Sarif => exchange::sarif::write(&a, nodes, &mut out)?,
-        Format::Ocsf => exchange::ocsf::write(&a, nodes, &mut out)?,
-        Format::Oscal => exchange::oscal::write(&a, nodes, &mut out)?,
-    }
+    format.write(&a, nodes, &mut out)?;
     String::from_utf8(out).map_err(|e| RenderError::Source(e.to_string()))
 }
