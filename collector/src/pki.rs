@@ -122,6 +122,14 @@ pub fn file_fingerprint(path: &Path) -> Result<String, PkiError> {
     Ok(fingerprint(&first_cert_der(&read(path)?, path)?))
 }
 
+/// The notAfter (Unix seconds) of a DER certificate, or why it cannot be
+/// read.
+pub fn not_after(der: &[u8]) -> Result<i64, String> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .map_err(|e| e.to_string())
+}
+
 /// `SHA256:<hex>` fingerprint of a DER certificate, as agents pin it.
 pub fn fingerprint(der: &[u8]) -> String {
     let d = Sha256::digest(der);

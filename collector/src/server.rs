@@ -135,11 +135,7 @@ fn record_certificate_expiry(pki: &Pki, metrics: &Metrics) {
             .next()
             .ok_or_else(|| "no certificate in the PEM".to_string())
             .and_then(|der| der.map_err(|e| e.to_string()))
-            .and_then(|der| {
-                x509_parser::parse_x509_certificate(der.as_ref())
-                    .map(|(_, cert)| cert.validity().not_after.timestamp())
-                    .map_err(|e| e.to_string())
-            });
+            .and_then(|der| crate::pki::not_after(der.as_ref()));
         match not_after {
             Ok(t) => {
                 metrics.certificate_expiry.get_or_create(&CertificateLabel { certificate: label }).set(t);

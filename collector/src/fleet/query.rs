@@ -593,14 +593,6 @@ fn scan(
     Ok(part)
 }
 
-/// The notAfter (Unix seconds) of a node's client certificate. The collector
-/// issued and stored it, so an unreadable one is a damaged row: the node
-/// shows no expiry rather than a made-up one, and the caller logs it once
-/// per report (not once per node).
-fn certificate_not_after(der: &[u8]) -> Option<i64> {
-    x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
-}
-
 /// Build the fleet report.
 fn build(src: &mut dyn FleetRows, opts: &Options) -> Result<FleetReport, StoreError> {
     build_with(src, opts, if opts.parallel { None } else { Some(false) })
@@ -624,7 +616,10 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             _ => NodeState::Ok,
         };
         let last = r.last_created_ms;
-        let not_after = certificate_not_after(&r.cert_der);
+        // The collector issued and stored the certificate, so an unreadable
+        // one is a damaged row: the node shows no expiry rather than a
+        // made-up one, and the report logs it once (not once per node).
+        let not_after = crate::pki::not_after(&r.cert_der).ok();
         unreadable_certificates += usize::from(not_after.is_none());
         let certificate_expires_at = not_after.map(|t| rfc3339(t.saturating_mul(1000)));
         nodes.push(NodeReport {
@@ -641,7 +636,7 @@ fn build_with(src: &mut dyn FleetRows, opts: &Options, parallel: Option<bool>) -
             last_attestation_at: last.map(rfc3339),
             last_attestation_age_secs: last.map(|t| opts.now_ms.saturating_sub(t) / 1000),
             head_seq: ms_to_u64(r.head_seq),
-            head_sha256: r.head_hash.as_deref().map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+            head_sha256: r.head_hash.as_deref().map(crate::store::judge::hex),
             counts: StatusCounts::default(),
             blocking: 0,
             failing_by_severity: BTreeMap::new(),
