@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::{Assessment, Finding, NodeAssessment, NodeItem, RenderError, put};
@@ -139,17 +140,12 @@ fn artifact_uri(n: &NodeAssessment, f: &Finding) -> String {
     uri
 }
 
-/// Percent-encoding of one URI path segment (RFC 3986 unreserved kept).
+/// RFC 3986's unreserved characters stay; everything else is escaped.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Percent-encoding of one URI path segment.
 fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(segment, ESCAPED).to_string()
 }
 
 fn result(n: &NodeAssessment, f: &Finding, rule_index: usize) -> Value {
