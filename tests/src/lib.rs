@@ -656,6 +656,31 @@ pub fn body(node_id: &str, seq: u64, prev: [u8; 32], report: &[u8]) -> Attestati
     }
 }
 
+/// `kosmos-node-agent check` of the offline root `root` (state in `state`,
+/// waivers and end-of-life dates judged as of `as_of`, never failing on
+/// findings) in `output` format: its standard output, after checking that
+/// it exited 0.
+pub fn agent_check(root: &Path, state: &Path, output: &str, as_of: &str) -> String {
+    std::fs::create_dir_all(state).unwrap();
+    let out = Command::new(bin("kosmos-node-agent"))
+        .env("KOSMOS_AGENT_LOG", "warn")
+        .arg("check")
+        .arg("--root")
+        .arg(root)
+        .args(["--output", output, "--fail-on", "none", "--as-of", as_of, "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "kosmos-node-agent check --root {} --output {output}: {stderr}",
+        root.display()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Wait until `f` holds, polling, or panic after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use kosmos_e2e::*;
 use serde_json::Value;
@@ -29,19 +28,7 @@ fn assert_valid(validator: &jsonschema::Validator, doc: &Value, what: &str) {
 }
 
 fn check(root: &Path, state: &Path, output: &str) -> String {
-    std::fs::create_dir_all(state).unwrap();
-    let out = Command::new(bin("kosmos-node-agent"))
-        .env("KOSMOS_AGENT_LOG", "warn")
-        .arg("check")
-        .arg("--root")
-        .arg(root)
-        .args(["--output", output, "--fail-on", "none", "--as-of", "2026-06-01", "--state-dir"])
-        .arg(state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "check --output {output}: {stderr}");
-    String::from_utf8(out.stdout).unwrap()
+    agent_check(root, state, output, "2026-06-01")
 }
 
 fn open_statuses(results: &[Value]) -> BTreeMap<String, String> {

@@ -67,7 +67,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kosmos_e2e::{bin, cannot_run, repo};
+use kosmos_e2e::{agent_check, cannot_run, repo};
 
 const TEST: &str = "openscap";
 
@@ -665,20 +665,9 @@ fn tree(root: &Path) -> BTreeSet<String> {
 
 /// Our findings that cite SSG rules: (check id, status, cited rule ids, reason).
 fn agent_report(root: &Path, state: &Path) -> Vec<(String, String, Vec<String>, String)> {
-    std::fs::create_dir_all(state).unwrap();
-    let out = Command::new(bin("kosmos-node-agent"))
-        .env("KOSMOS_AGENT_LOG", "warn")
-        .arg("check")
-        .arg("--root")
-        .arg(root)
-        .args(["--output", "json", "--fail-on", "none", "--as-of", AS_OF, "--state-dir"])
-        .arg(state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "kosmos-node-agent check --root {}: {stderr}", root.display());
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("kosmos-node-agent check --output json: not JSON ({e}); stderr: {stderr}"));
+    let stdout = agent_check(root, state, "json", AS_OF);
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("kosmos-node-agent check --output json: not JSON ({e})"));
     report["results"]
         .as_array()
         .unwrap()
