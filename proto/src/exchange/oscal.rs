@@ -173,17 +173,6 @@ pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut 
     Ok(())
 }
 
-/// The Assessment Results document of `a` and `nodes`, whole.
-pub fn render(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>) -> Result<Value, RenderError> {
-    let mut g = gather(a, nodes)?;
-    if !g.open.is_empty() {
-        let findings: Vec<Value> =
-            g.open.iter().map(|((check, control), o)| finding(a, check, control, o, &g.observation_uuids)).collect();
-        g.doc["assessment-results"]["results"][0]["findings"] = json!(findings);
-    }
-    Ok(g.doc)
-}
-
 /// The document without its findings, and what the findings are made of.
 struct Gathered {
     doc: Value,
@@ -378,7 +367,7 @@ mod tests {
             profile: None,
             evidence: None,
         };
-        let doc = render(&a, (0..25).map(failing_node)).unwrap();
+        let doc = written(&a, (0..25).map(failing_node));
         let finding = &doc["assessment-results"]["results"][0]["findings"][0];
         assert_eq!(finding["related-observations"].as_array().unwrap().len(), 25);
         let text = finding["description"].as_str().unwrap();
@@ -388,19 +377,30 @@ mod tests {
         assert_eq!(finding["target"]["target-id"], "cis-debian-linux_5.2.10");
     }
 
+    /// The document `write` produces, parsed.
+    fn written(a: &Assessment<'_>, nodes: impl Iterator<Item = super::super::NodeItem>) -> Value {
+        let mut out = Vec::new();
+        write(a, nodes, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
-    fn the_streamed_document_is_the_rendered_one() {
+    fn the_findings_are_spliced_into_the_result() {
         let a = Assessment {
             producer: super::super::Producer { name: "t", version: "1" },
             generated_at: "2026-12-03T00:00:00Z".into(),
             profile: Some("p 1".into()),
             evidence: Some(super::super::EvidenceSource { description: "d".into(), href: Some("b.tar.gz".into()) }),
         };
-        let mut out = Vec::new();
-        write(&a, (0..3).map(failing_node), &mut out).unwrap();
-        let streamed: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(streamed, render(&a, (0..3).map(failing_node)).unwrap());
-        assert_eq!(streamed["assessment-results"]["results"][0]["findings"].as_array().unwrap().len(), 1);
+        let doc = written(&a, (0..3).map(failing_node));
+        let ar = doc["assessment-results"].as_object().unwrap();
+        let keys: Vec<&str> = ar.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["back-matter", "import-ap", "metadata", "results", "uuid"]);
+        let result = &ar["results"][0];
+        assert_eq!(result["findings"].as_array().unwrap().len(), 1);
+        assert_eq!(result["observations"].as_array().unwrap().len(), 3);
+        assert!(result["reviewed-controls"].is_object() && result["uuid"].is_string());
+        assert_eq!(ar["back-matter"]["resources"][1]["rlinks"][0]["href"], "b.tar.gz");
     }
 
     #[test]
