@@ -57,33 +57,18 @@ fn epoch_ms(rfc3339: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(rfc3339).map_or(0, |t| t.timestamp_millis())
 }
 
-fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
-    let (status_id, status) = compliance_status(f.status);
-    let standards: BTreeSet<String> = f.references.iter().map(|r| r.standard_with_version()).collect();
-    let control = match f.references.as_slice() {
-        [] => f.id.clone(),
-        [one] => one.id.clone(),
-        many => many.iter().map(|r| format!("{} {}", r.standard, r.id)).collect::<Vec<_>>().join("; "),
-    };
-    let mut compliance = json!({
-        "control": control,
-        "standards": standards,
-        "status": status,
-        "status_id": status_id,
-    });
-    if let Some(detail) = f.explanation() {
-        compliance["status_detail"] = json!(detail);
-    }
-    let time = n.attestation.as_ref().map_or(&n.assessed_at, |att| &att.created_at);
-    let mut finding_info = json!({
-        "uid": super::stable_uuid(&[n.uid(), &f.id, time]),
-        "title": f.title,
-        "types": [f.family],
-        "created_time": epoch_ms(time),
-    });
-    if let Some(e) = f.explanation() {
-        finding_info["desc"] = json!(e);
-    }
+/// What every event of one node shares, built once per node.
+struct Subject<'n> {
+    node: &'n NodeAssessment,
+    /// The attestation's creation time, or the local run's (RFC 3339).
+    time: &'n str,
+    time_ms: i64,
+    resource: Value,
+    metadata: Value,
+}
+
+fn subject<'n>(a: &Assessment<'_>, n: &'n NodeAssessment) -> Subject<'n> {
+    let time = n.attestation.as_ref().map_or(n.assessed_at.as_str(), |att| att.created_at.as_str());
     let mut resource = json!({
         "uid": n.uid(),
         "name": n.hostname,
@@ -103,6 +88,34 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
         metadata["sequence"] = json!(att.seq);
         metadata["correlation_uid"] = json!(att.body_sha256);
     }
+    Subject { node: n, time, time_ms: epoch_ms(time), resource, metadata }
+}
+
+fn event(s: &Subject<'_>, f: &Finding) -> Value {
+    let (status_id, status) = compliance_status(f.status);
+    let standards: BTreeSet<String> = f.references.iter().map(|r| r.standard_with_version()).collect();
+    let control = match f.references.as_slice() {
+        [] => f.id.clone(),
+        [one] => one.id.clone(),
+        many => many.iter().map(|r| format!("{} {}", r.standard, r.id)).collect::<Vec<_>>().join("; "),
+    };
+    let explanation = f.explanation();
+    let mut compliance = json!({
+        "control": control,
+        "standards": standards,
+        "status": status,
+        "status_id": status_id,
+    });
+    let mut finding_info = json!({
+        "uid": super::stable_uuid(&[s.node.uid(), &f.id, s.time]),
+        "title": f.title,
+        "types": [f.family],
+        "created_time": s.time_ms,
+    });
+    if let Some(e) = explanation {
+        compliance["status_detail"] = json!(e);
+        finding_info["desc"] = json!(e);
+    }
     let mut e = json!({
         "activity_id": ACTIVITY_CREATE,
         "activity_name": "Create",
@@ -114,12 +127,12 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
         "type_name": "Compliance Finding: Create",
         "severity_id": severity_id(f.severity),
         "severity": severity_name(f.severity),
-        "time": epoch_ms(time),
+        "time": s.time_ms,
         "message": f.title,
         "compliance": compliance,
         "finding_info": finding_info,
-        "metadata": metadata,
-        "resources": [resource],
+        "metadata": s.metadata.clone(),
+        "resources": [s.resource.clone()],
     });
     if let Some(r) = f.remediation.as_deref().filter(|r| !r.is_empty()) {
         e["remediation"] = json!({ "desc": r });
@@ -137,8 +150,9 @@ fn event(a: &Assessment<'_>, n: &NodeAssessment, f: &Finding) -> Value {
 pub fn write(a: &Assessment<'_>, nodes: impl Iterator<Item = NodeItem>, w: &mut dyn Write) -> Result<(), RenderError> {
     for n in nodes {
         let n = n.map_err(RenderError::Source)?;
+        let s = subject(a, &n);
         for f in &n.findings {
-            put(w, &event(a, &n, f))?;
+            put(w, &event(&s, f))?;
             w.write_all(b"\n")?;
         }
     }
