@@ -151,6 +151,8 @@ stage_deb() {
     # tests), a scrape configuration and the Cockpit remote-write one.
     install -d -m 0755 "$tree/usr/share/$pkg/monitoring"
     install -m 0644 packaging/grafana/kosmos-fleet.json packaging/prometheus/*.yml "$tree/usr/share/$pkg/monitoring/"
+    # What a webhook receiver validates notification bodies against.
+    install -m 0644 schemas/notification.v1.schema.json "$tree/usr/share/doc/$pkg/"
   fi
 
   install -d -m 0755 "$tree/DEBIAN"

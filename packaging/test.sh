@@ -300,6 +300,7 @@ expect_stat /usr/lib/sysusers.d/$COLLECTOR.conf 644 root:root
 for f in kosmos-fleet.json kosmos-alerts.rules.yml kosmos-alerts.test.yml prometheus.yml cockpit-agent.yml; do
   expect_stat /usr/share/$COLLECTOR/monitoring/$f 644 root:root
 done
+expect_stat /usr/share/doc/$COLLECTOR/notification.v1.schema.json 644 root:root
 dpkg-query -W -f='${Conffiles}\n' $COLLECTOR | grep -q "^ /etc/$COLLECTOR/collector.toml " || fail "collector.toml is not a conffile"
 [ "$(systemctl --root=/ is-enabled $COLLECTOR.service 2>&1)" = enabled ] || fail "$COLLECTOR.service is not enabled"
 if pgrep -f "^/usr/bin/$COLLECTOR( |\$)" >/dev/null; then fail "$COLLECTOR was started on first install"; fi

@@ -103,6 +103,26 @@ pub enum Command {
         #[arg(long)]
         vacuum: bool,
     },
+    /// Webhook notifications (`[[webhooks]]` in collector.toml).
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// The newest messages of the durable outbox, delivered or not, with
+    /// their attempts and last error.
+    List {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Send a signed `notification.test` message to every webhook now
+    /// (not through the outbox) and report each answer; exit 1 when one
+    /// was not delivered.
+    Test,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,7 +319,60 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             migrate_store(&cfg, &to, password_file.as_deref(), ca_file.as_deref(), !no_evidence_check)
         }
         Command::Prune { vacuum } => prune(&cfg, vacuum),
+        Command::Notifications { command: NotificationsCommand::List { limit } } => list_notifications(&cfg, limit),
+        Command::Notifications { command: NotificationsCommand::Test } => test_notifications(&cfg),
     }
+}
+
+/// `kosmos-collector notifications list`.
+fn list_notifications(cfg: &Config, limit: usize) -> Result<u8, CliError> {
+    let mut store = cfg.store_location().open()?;
+    let entries = store.outbox_list(limit)?;
+    let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), crate::notify::notice::rfc3339);
+    say("ID\tENDPOINT\tKIND\tKEY\tCREATED\tATTEMPTS\tDELIVERED\tNEXT ATTEMPT\tLAST ERROR\n");
+    for e in entries {
+        let next = if e.delivered_ms.is_some() { "-".to_string() } else { when(Some(e.next_ms)) };
+        say(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            e.id,
+            e.endpoint,
+            e.kind,
+            e.key,
+            when(Some(e.created_ms)),
+            e.attempts,
+            when(e.delivered_ms),
+            next,
+            e.last_error.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(0)
+}
+
+/// `kosmos-collector notifications test`.
+fn test_notifications(cfg: &Config) -> Result<u8, CliError> {
+    let Some(settings) = &cfg.notifications else {
+        return Err(CliError::Usage {
+            option: "notifications test",
+            problem: "collector.toml has no [[webhooks]] table".into(),
+        });
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    let mut failed = 0;
+    for hook in &settings.webhooks {
+        let message = crate::notify::notice::test_message(&hook.name, now_ms());
+        let sender = crate::notify::deliver::Sender::new(hook.clone()).map_err(|e| CliError::Other(e.to_string()))?;
+        match runtime.block_on(sender.send(&message.key, &message.kind, &message.body, 1)) {
+            Ok(()) => say(&format!("{}: delivered ({})\n", hook.name, message.key)),
+            Err(e) => {
+                failed += 1;
+                say(&format!("{}: NOT delivered: {e}\n", hook.name));
+            }
+        }
+    }
+    Ok(u8::from(failed > 0))
 }
 
 /// `kosmos-collector prune`.
@@ -587,8 +660,16 @@ fn serve(
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
     let addr = listen.unwrap_or(cfg.grpc_listen);
+    let mut serving = serving;
+    if cfg.notifications.is_some() {
+        // Before anything is ingested: the notifier's cursor starts at the
+        // end of what this store held before, never after a change that
+        // arrives while the notifier starts.
+        serving.store.notify_cursor()?;
+    }
     let (writer, writer_thread) = StoreWriter::spawn(serving.store, serving.deferred_sync);
     let pruner = cfg.retention.map(|policy| (writer.clone(), policy));
+    let notifier = cfg.notifications.clone().map(|settings| (writer.clone(), settings));
     let upkeep = serving.upkeep;
     let metrics = Arc::new(Metrics::default());
     let dashboard =
@@ -629,6 +710,22 @@ fn serve(
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retention =
             pruner.map(|(writer, policy)| tokio::spawn(retention_task(writer, policy, Arc::clone(&stopping))));
+        let notifications = match notifier {
+            Some((writer, settings)) => {
+                let hooks = settings.webhooks.len();
+                let tasks = crate::notify::start(
+                    settings,
+                    writer,
+                    cfg.store_location(),
+                    Arc::clone(&shared.metrics),
+                    cfg.report_interval_secs,
+                )
+                .map_err(|e| CliError::Other(e.to_string()))?;
+                tracing::info!("notifications on: {hooks} webhook(s)");
+                tasks
+            }
+            None => Vec::new(),
+        };
         // Both listeners are bound: READY is true now.
         crate::systemd::ready();
         // Graceful shutdown waits for open streams to end, but agents hold
@@ -656,6 +753,9 @@ fn serve(
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, http_task).await;
         stopping.store(true, std::sync::atomic::Ordering::Release);
         if let Some(task) = retention {
+            task.abort();
+        }
+        for task in notifications {
             task.abort();
         }
         outcome

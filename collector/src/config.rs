@@ -55,6 +55,9 @@ struct RawConfig {
     tls: Option<RawTls>,
     limits: Option<RawLimits>,
     retention: Option<RawRetention>,
+    notifications: Option<crate::notify::config::RawNotifications>,
+    #[serde(default)]
+    webhooks: Vec<crate::notify::config::RawWebhook>,
 }
 
 /// `[retention]` (see [`crate::store::retention`]). Durations are
@@ -115,6 +118,8 @@ pub struct Config {
     pub store: StoreLocation,
     /// `[retention]`; None keeps everything.
     pub retention: Option<crate::store::retention::Policy>,
+    /// `[notifications]` and `[[webhooks]]`; None: no webhook configured.
+    pub notifications: Option<crate::notify::config::Notifications>,
 }
 
 /// The environment variable the PostgreSQL password may come from.
@@ -240,9 +245,12 @@ impl Config {
             .map(retention)
             .transpose()
             .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
+        let notifications = crate::notify::config::parse(raw.notifications, raw.webhooks)
+            .map_err(|problem| ConfigError::Invalid { path: shown.clone(), problem })?;
         Ok(Config {
             store,
             retention,
+            notifications,
             limits,
             http_listen,
             http_token_file: raw.http_token_file,
@@ -431,7 +439,7 @@ mod tests {
 
     /// The shipped collector.toml shows every key with its real default:
     /// uncommenting everything but the `[tls]` table (which replaces the
-    /// managed PKI) changes nothing.
+    /// managed PKI) and the example `[[webhooks]]` changes nothing.
     #[test]
     fn shipped_config_documents_the_real_defaults() {
         let shipped = include_str!("../../packaging/collector/collector.toml");
@@ -441,7 +449,9 @@ mod tests {
             .filter_map(|line| {
                 let body = line.strip_prefix('#')?;
                 if body.starts_with('[') {
-                    in_tls = body.starts_with("[tls]");
+                    // [tls] replaces the managed PKI; [[webhooks]] is an
+                    // example receiver (its secret file does not exist).
+                    in_tls = body.starts_with("[tls]") || body.starts_with("[[webhooks]]");
                 }
                 let key = body.split('=').next()?.trim();
                 let is_setting = body.starts_with('[')
@@ -466,5 +476,7 @@ mod tests {
         assert_eq!(all.report_interval_secs, defaults.report_interval_secs);
         assert_eq!(all.store.to_string(), defaults.store.to_string());
         assert_eq!(all.node_cert_days, defaults.node_cert_days);
+        assert!(uncommented.contains("[notifications]") && uncommented.contains("storm_window"), "{uncommented}");
+        assert!(all.notifications.is_none() && defaults.notifications.is_none());
     }
 }

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod evidence;
 pub mod fleet;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod server;
 pub mod service;

@@ -26,6 +26,12 @@ pub struct CertificateLabel {
     pub certificate: &'static str,
 }
 
+/// A notification endpoint (a `[[webhooks]]` name: operator text).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
 /// The collector's own metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +62,18 @@ pub struct Metrics {
     /// that signs node certificates (Unix seconds), set when serving starts:
     /// an expired server certificate stops every node at once.
     pub certificate_expiry: Family<CertificateLabel, Gauge>,
+    /// Notifications written to the outbox, by endpoint.
+    pub notifications_enqueued: Family<EndpointLabel, Counter>,
+    /// Notifications delivered (a 2xx answer), by endpoint.
+    pub notifications_delivered: Family<EndpointLabel, Counter>,
+    /// Delivery attempts that failed, by endpoint.
+    pub notification_failures: Family<EndpointLabel, Counter>,
+    /// Undelivered notifications, by endpoint.
+    pub notifications_pending: Family<EndpointLabel, Gauge>,
+    /// Age of the oldest undelivered notification of any endpoint (0: none).
+    pub notifications_oldest_pending_age: Gauge,
+    /// Seconds from the event behind a notification to its delivery.
+    pub notification_latency: Histogram,
 }
 
 /// Every reason an envelope is refused for (`Metrics::refusal`).
@@ -85,6 +103,12 @@ impl Default for Metrics {
             connections_closed: Family::default(),
             ingest_latency: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             certificate_expiry: Family::default(),
+            notifications_enqueued: Family::default(),
+            notifications_delivered: Family::default(),
+            notification_failures: Family::default(),
+            notifications_pending: Family::default(),
+            notifications_oldest_pending_age: Gauge::default(),
+            notification_latency: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
         };
         // Every known reason has a series from the start, at 0: Prometheus's
         // increase() cannot see the first refusal of a series born at 1, so
@@ -110,6 +134,44 @@ impl Metrics {
         debug_assert!(REFUSAL_REASONS.contains(&reason), "{reason} is missing from REFUSAL_REASONS");
         self.refused.inc();
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// A configured endpoint: its series exist from the start, at 0.
+    pub fn notification_endpoint(&self, endpoint: &str) {
+        let label = EndpointLabel { endpoint: endpoint.to_string() };
+        self.notifications_enqueued.get_or_create(&label).inc_by(0);
+        self.notifications_delivered.get_or_create(&label).inc_by(0);
+        self.notification_failures.get_or_create(&label).inc_by(0);
+        self.notifications_pending.get_or_create(&label).set(0);
+    }
+
+    pub fn notification_enqueued(&self, endpoint: &str) {
+        self.notifications_enqueued.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc();
+    }
+
+    /// One notification delivered `latency_ms` after its event.
+    pub fn notification_delivered(&self, endpoint: &str, latency_ms: i64) {
+        self.notifications_delivered.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc();
+        self.notification_latency.observe(latency_ms.max(0) as f64 / 1000.0);
+    }
+
+    pub fn notification_failed(&self, endpoint: &str) {
+        self.notification_failures.get_or_create(&EndpointLabel { endpoint: endpoint.to_string() }).inc();
+    }
+
+    /// Each endpoint's (name, undelivered, oldest undelivered's creation).
+    pub fn notification_backlog<'a>(&self, backlog: impl Iterator<Item = (&'a str, u64, Option<i64>)>, now_ms: i64) {
+        let mut oldest: Option<i64> = None;
+        for (endpoint, pending, first) in backlog {
+            self.notifications_pending
+                .get_or_create(&EndpointLabel { endpoint: endpoint.to_string() })
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.notifications_oldest_pending_age.set(oldest.map_or(0, |t| now_ms.saturating_sub(t).max(0) / 1000));
     }
 
     /// Register the metrics under the `kosmos_collector` prefix.
@@ -169,6 +231,36 @@ impl Metrics {
             "kosmos_collector_certificate_expiry_timestamp_seconds",
             "notAfter of the collector's own certificates (Unix seconds), by certificate (server, ca)",
             self.certificate_expiry.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notifications_enqueued",
+            "Notifications written to the durable outbox, by endpoint",
+            self.notifications_enqueued.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notifications_delivered",
+            "Notifications delivered (a 2xx answer), by endpoint",
+            self.notifications_delivered.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notification_failures",
+            "Notification delivery attempts that failed (retried with backoff), by endpoint",
+            self.notification_failures.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notifications_pending",
+            "Notifications in the outbox not delivered yet, by endpoint",
+            self.notifications_pending.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notifications_oldest_pending_age_seconds",
+            "Age of the oldest undelivered notification (0 when none is waiting)",
+            self.notifications_oldest_pending_age.clone(),
+        );
+        registry.register(
+            "kosmos_collector_notification_latency_seconds",
+            "Time from the event behind a notification (an envelope received, a scan) to its delivery",
+            self.notification_latency.clone(),
         );
     }
 }

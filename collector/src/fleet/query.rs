@@ -172,6 +172,25 @@ impl FleetRead for SqliteFleetReader {
         // and this reader never writes.
         self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(sql("reading the data version"))
     }
+
+    fn watched_findings(&mut self) -> Result<Vec<crate::store::outbox::WatchedFinding>, StoreError> {
+        let doing = "reading the findings the expiry scan watches";
+        let mut stmt = self.conn.prepare(crate::store::outbox::WATCHED_FINDINGS).map_err(sql(doing))?;
+        stmt.query_map([], |r| {
+            Ok(crate::store::outbox::WatchedFinding {
+                node_id: r.get(0)?,
+                hostname: r.get(1)?,
+                check_id: r.get(2)?,
+                status: r.get(3)?,
+                severity: r.get(4)?,
+                title: r.get(5)?,
+                finding_json: r.get(6)?,
+            })
+        })
+        .map_err(sql(doing))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql(doing))
+    }
 }
 
 /// Open the store read-only.

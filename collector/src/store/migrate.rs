@@ -316,8 +316,43 @@ const PRUNE_RUNS: Table = Table {
     identity: true,
 };
 
+/// The notification marks (what was announced: stale nodes, expiry
+/// warnings), so that the copy does not announce them again.
+const NOTIFY_MARKS: Table = Table {
+    name: "notify_marks",
+    columns: &[("key", Text), ("at_ms", Int8)],
+    key: "key",
+    update: None,
+    identity: false,
+};
+
+/// The notification outbox: messages not delivered yet are delivered from
+/// the copy; delivered ones stay the record of what was sent. (The cursor is
+/// not copied: the copy's starts at its end, as the store is stopped and
+/// its notifier had read what there was.)
+const NOTIFY_OUTBOX: Table = Table {
+    name: "notify_outbox",
+    columns: &[
+        ("id", Int8),
+        ("endpoint", Text),
+        ("key", Text),
+        ("kind", Text),
+        ("body", Text),
+        ("created_ms", Int8),
+        ("occurred_ms", Int8),
+        ("next_ms", Int8),
+        ("attempts", Int8),
+        ("lease_ms", Int8),
+        ("last_error", Text),
+        ("delivered_ms", Int8),
+    ],
+    key: "id",
+    update: None,
+    identity: true,
+};
+
 /// In the order the copy writes them (nodes before the rows naming them).
-const TABLES: [&Table; 10] = [
+const TABLES: [&Table; 12] = [
     &TOKENS,
     &NODES,
     &ENVELOPES,
@@ -328,6 +363,8 @@ const TABLES: [&Table; 10] = [
     &EVENTS,
     &PRUNED_RANGES,
     &PRUNE_RUNS,
+    &NOTIFY_MARKS,
+    &NOTIFY_OUTBOX,
 ];
 
 impl Table {

@@ -15,6 +15,7 @@
 pub mod index;
 pub mod judge;
 pub mod migrate;
+pub mod outbox;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
@@ -178,7 +179,7 @@ pub type StoredEnvelope = (u64, Vec<u8>, Vec<u8>);
 
 /// Enrollment, ingest and administration: the collector's writes, and the
 /// reads that go with them. One writer thread owns a `Store` ([`writer`]).
-pub trait Store: EvidenceRead + Send {
+pub trait Store: EvidenceRead + outbox::OutboxStore + Send {
     fn create_token(&mut self, token_sha256: &[u8; 32], created_ms: i64, expires_ms: i64) -> Result<(), StoreError>;
     /// Consume a one-time token atomically.
     fn consume_token(&mut self, token_sha256: &[u8; 32], now_ms: i64) -> Result<TokenUse, StoreError>;
@@ -311,6 +312,9 @@ pub trait FleetRead: Send {
     /// different tokens otherwise. The dashboard polls it to rebuild only
     /// after a change; it costs no scan.
     fn change_token(&mut self) -> Result<i64, StoreError>;
+    /// The findings the notifier's expiry scan reads: those of the
+    /// [`outbox::END_OF_LIFE_CHECKS`] and every waived one.
+    fn watched_findings(&mut self) -> Result<Vec<outbox::WatchedFinding>, StoreError>;
 }
 
 /// Makes ingest transactions that a store committed without waiting for

@@ -49,6 +49,25 @@ impl FleetRead for PgFleetReader {
             .map_err(pg("reading the WAL position"))?;
         Ok(row.get(0))
     }
+
+    fn watched_findings(&mut self) -> Result<Vec<crate::store::outbox::WatchedFinding>, StoreError> {
+        let doing = "reading the findings the expiry scan watches";
+        let rows = self.client.query(crate::store::outbox::WATCHED_FINDINGS, &[]).map_err(pg(doing))?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::store::outbox::WatchedFinding {
+                    node_id: r.try_get(0)?,
+                    hostname: r.try_get(1)?,
+                    check_id: r.try_get(2)?,
+                    status: r.try_get(3)?,
+                    severity: r.try_get(4)?,
+                    title: r.try_get(5)?,
+                    finding_json: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ::postgres::Error>>()
+            .map_err(pg(doing))
+    }
 }
 
 fn u_opt(r: &Row, i: usize) -> Option<i64> {

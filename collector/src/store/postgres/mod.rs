@@ -11,6 +11,7 @@
 //! selects them (`crate::config`).
 
 pub mod fleet;
+mod outbox;
 pub mod schema;
 pub mod store;
 

@@ -169,6 +169,46 @@ CREATE TABLE prune_runs (
 );
 "#,
     ),
+    (
+        5,
+        // Notifications (see store::outbox and this backend's outbox.rs).
+        // The source rows record their writing transaction: the notifier
+        // reads in (tx, id) order only what no running transaction can
+        // still add to. Rows from before this version all get the
+        // migration's transaction, which is history by the time anything
+        // reads it.
+        r#"
+ALTER TABLE finding_changes ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX finding_changes_by_tx ON finding_changes (tx, id);
+ALTER TABLE events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX events_by_tx ON events (tx, id);
+CREATE TABLE notify_cursor (
+    source TEXT PRIMARY KEY,
+    tx BIGINT NOT NULL,
+    id BIGINT NOT NULL
+);
+CREATE TABLE notify_marks (
+    key TEXT COLLATE "C" PRIMARY KEY,
+    at_ms BIGINT NOT NULL
+);
+CREATE TABLE notify_outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    occurred_ms BIGINT NOT NULL,
+    next_ms BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    lease_ms BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_ms BIGINT
+);
+CREATE UNIQUE INDEX notify_outbox_by_key ON notify_outbox (endpoint, key);
+CREATE INDEX notify_outbox_pending ON notify_outbox (endpoint, id) WHERE delivered_ms IS NULL;
+"#,
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -184,7 +184,7 @@ impl PgStore {
         Ok(self.live.insert(live))
     }
 
-    fn client(&mut self) -> Result<&mut ::postgres::Client, StoreError> {
+    pub(super) fn client(&mut self) -> Result<&mut ::postgres::Client, StoreError> {
         Ok(&mut *self.live()?.client)
     }
 }

@@ -14,6 +14,7 @@
 //! an in-memory digest of each stored finding avoids a write per finding per
 //! report, which is what makes thousands of reports a second possible.
 
+mod outbox;
 pub mod schema;
 
 use std::collections::HashMap;

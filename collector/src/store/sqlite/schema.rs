@@ -135,7 +135,7 @@ type Migration = (i32, fn(&Connection) -> rusqlite::Result<()>);
 
 /// In order. A released migration never changes: a change of schema is a
 /// new version.
-const MIGRATIONS: &[Migration] = &[(1, schema_v1), (2, schema_v2)];
+const MIGRATIONS: &[Migration] = &[(1, schema_v1), (2, schema_v2), (3, schema_v3)];
 
 /// Version 2: compact attestations, the baseline they refer to, and
 /// retention's records.
@@ -186,6 +186,44 @@ CREATE TABLE prune_runs (
 
 fn schema_v2(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA_V2)
+}
+
+const SCHEMA_V3: &str = "
+-- Notifications (see store::outbox): how far the notifier has read each
+-- source table (finding_changes, events),
+CREATE TABLE notify_cursor (
+    source TEXT PRIMARY KEY,
+    tx INTEGER NOT NULL,
+    id INTEGER NOT NULL
+);
+-- the states already announced (a node stale, an expiry warning sent),
+CREATE TABLE notify_marks (
+    key TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- and the durable outbox: one row per message and endpoint, delivered
+-- oldest first. AUTOINCREMENT: ids are never reused, so their order stays
+-- the order of enqueueing after old rows are deleted.
+CREATE TABLE notify_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    occurred_ms INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_ms INTEGER
+);
+CREATE UNIQUE INDEX notify_outbox_by_key ON notify_outbox(endpoint, key);
+CREATE INDEX notify_outbox_pending ON notify_outbox(endpoint, id) WHERE delivered_ms IS NULL;
+";
+
+fn schema_v3(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA_V3)
 }
 
 /// The newest schema version this binary knows.
