@@ -72,7 +72,7 @@ pub struct Metrics {
     pub notifications_pending: Family<EndpointLabel, Gauge>,
     /// Age of the oldest undelivered notification of any endpoint (0: none).
     pub notifications_oldest_pending_age: Gauge,
-    /// Seconds from the event behind a notification to its delivery.
+    /// Seconds from a notification's enqueueing to its delivery.
     pub notification_latency: Histogram,
 }
 
@@ -259,7 +259,7 @@ impl Metrics {
         );
         registry.register(
             "kosmos_collector_notification_latency_seconds",
-            "Time from the event behind a notification (an envelope received, a scan) to its delivery",
+            "Time from a notification's enqueueing (in the outbox) to its delivery",
             self.notification_latency.clone(),
         );
     }

@@ -146,7 +146,7 @@ fn webhook_toml(dir: &Path, port: u16, notifications: &str) -> String {
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     format!(
-        "[notifications]\n{notifications}\n\n[[webhooks]]\nname = \"e2e\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\ntimeout = \"3s\"\n",
+        "[notifications]\n{notifications}\n\n[[webhooks]]\nname = \"e2e\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"{}\"\ntimeout = \"1s\"\n",
         secret.display()
     )
 }
@@ -313,14 +313,14 @@ fn a_change_right_after_the_first_start_is_notified() {
     receiver.stop();
 }
 
-/// Make `node` fail `checks` one report at a time, a second apart: one
+/// Make `node` fail `checks` one report at a time, 400 ms apart: one
 /// `finding.failing` each, in that order.
 async fn fail_one_by_one(node: &mut Node, checks: &[&str]) {
     let mut state: BTreeMap<&str, &str> = checks.iter().map(|c| (*c, "pass")).collect();
     let report = |state: &BTreeMap<&str, &str>| state.iter().map(|(c, s)| finding(c, s, "0")).collect::<Vec<_>>();
     node.report(&report(&state)).await;
     for c in checks {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         state.insert(c, "fail");
         node.report(&report(&state)).await;
     }
@@ -363,8 +363,10 @@ fn a_receiver_down_gets_everything_oldest_first_when_it_comes_back() {
 fn a_collector_killed_mid_delivery_delivers_everything_after_its_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let log: Arc<Mutex<Vec<Received>>> = Arc::default();
-    // A slow receiver: the collector is killed while a POST waits for its answer.
-    let receiver = Receiver::start(0, Arc::clone(&log), Duration::from_secs(2));
+    // A slow receiver: the collector is killed while a POST waits for its
+    // answer. (On PostgreSQL the restarted collector waits for the lease of
+    // the killed one's claim: 10 messages x the 1 s timeout + 10 s.)
+    let receiver = Receiver::start(0, Arc::clone(&log), Duration::from_secs(5));
     let dir = tmp.path().join("c");
     let mut collector = collector_with_webhook(&dir, receiver.port, "poll_interval = \"200ms\"\nmax_backoff = \"1s\"");
     let checks = ["accounts.a", "accounts.b", "accounts.c", "accounts.d", "accounts.e"];

@@ -235,9 +235,12 @@ fn webhook(raw: RawWebhook) -> Result<Webhook, String> {
     };
     let timeout =
         duration("timeout", raw.timeout.as_deref(), Duration::from_secs(10), (SECOND, Duration::from_secs(120)))?;
+    // The default name is the URL without its query or fragment (which
+    // may carry a token): it is shown in logs and metrics.
     let name = raw.name.unwrap_or_else(|| {
         let mut shown = url.clone();
         shown.set_query(None);
+        shown.set_fragment(None);
         shown.to_string()
     });
     if name.is_empty() || name.len() > 200 {

@@ -20,13 +20,15 @@ pub const EVENT_HEADER: &str = "X-Kosmos-Event";
 pub const ATTEMPT_HEADER: &str = "X-Kosmos-Attempt";
 
 /// Why a delivery failed.
+/// Errors name the webhook, not its URL: a URL may carry a token in its
+/// query, and these messages go to the journal and the outbox.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("{url}: HTTP {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url}: {source}")]
+    #[error("webhook {name}: HTTP {status}")]
+    Status { name: String, status: u16 },
+    #[error("webhook {name}: {source}")]
     Transport {
-        url: String,
+        name: String,
         #[source]
         source: reqwest::Error,
     },
@@ -89,7 +91,7 @@ impl Sender {
 
     /// POST one message; Ok on a 2xx answer.
     pub async fn send(&self, key: &str, kind: &str, body: &str, attempt: i64) -> Result<(), DeliveryError> {
-        let url = self.webhook.url.to_string();
+        let name = self.webhook.name.clone();
         let response = self
             .client
             .post(self.webhook.url.clone())
@@ -102,9 +104,9 @@ impl Sender {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|source| DeliveryError::Transport { url: url.clone(), source: source.without_url() })?;
+            .map_err(|source| DeliveryError::Transport { name: name.clone(), source: source.without_url() })?;
         let status = response.status();
-        if status.is_success() { Ok(()) } else { Err(DeliveryError::Status { url, status: status.as_u16() }) }
+        if status.is_success() { Ok(()) } else { Err(DeliveryError::Status { name, status: status.as_u16() }) }
     }
 }
 

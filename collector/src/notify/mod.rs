@@ -11,9 +11,9 @@
 //! restart, a crash or a receiver down for a day loses nothing (at least
 //! once: the receiver de-duplicates on the idempotency key).
 //!
-//! Events of one kind and subject are held while more keep coming (until
-//! the newest is one `poll_interval` old, at most `storm_window`), so what
-//! arrives together is sent together: a storm (`storm_threshold` events of one kind and subject
+//! Events of one kind and subject are held while more keep coming (until a
+//! poll finds no new one, at most `storm_window`), so what arrives together
+//! is sent together: a storm (`storm_threshold` events of one kind and subject
 //! within `storm_window`, such as a bad rollout failing one check on 2,000
 //! nodes) becomes one grouped message naming the count and the nodes.
 
@@ -39,7 +39,7 @@ use crate::store::{StoreError, StoreLocation, now_ms};
 /// Rows read from each source per step.
 const READ_LIMIT: usize = 5000;
 /// Messages a delivery task takes from the outbox at a time.
-const CLAIM_LIMIT: usize = 20;
+const CLAIM_LIMIT: usize = 10;
 
 /// A storm's identity: (kind, subject).
 type GroupKey = (String, String);
@@ -153,23 +153,33 @@ impl Context {
     }
 }
 
-/// How many rows of each source (changes, events) go out now. A group
-/// (one kind and subject) is still arriving while its newest notice is
-/// younger than `settle_ms`: held, so that a storm is sent whole, until its
-/// oldest notice is `window_ms` old. The rows before the first row with a
+/// How many rows of each source (changes, events) go out now. `seen`
+/// gives when this notifier first read a notice (the collector's clock: a
+/// row's own time is the node's, which may be anything). A group (one kind
+/// and subject) is still arriving while its newest notice was first read
+/// less than `settle_ms` ago: held, so that a storm is sent whole, until its
+/// first one was read `window_ms` ago. The rows before the first row with a
 /// held notice go; that row and those after it wait for a later poll (the
-/// cursor is a position). A lone event waits about one `settle_ms`; rows of
-/// other kinds keep flowing while a storm forms after them.
-fn settled(changes: &[Vec<Notice>], events: &[Notice], now_ms: i64, settle_ms: i64, window_ms: i64) -> (usize, usize) {
-    let mut newest: HashMap<GroupKey, (i64, i64)> = HashMap::new();
+/// cursor is a position). A lone event waits one poll; rows of other kinds
+/// keep flowing while a storm forms after them.
+fn settled(
+    changes: &[Vec<Notice>],
+    events: &[Notice],
+    seen: &dyn Fn(&Notice) -> i64,
+    now_ms: i64,
+    settle_ms: i64,
+    window_ms: i64,
+) -> (usize, usize) {
+    let mut groups: HashMap<GroupKey, (i64, i64)> = HashMap::new();
     for n in changes.iter().flatten().chain(events) {
-        let e = newest.entry((n.kind.clone(), n.subject.clone())).or_insert((n.at_ms, n.at_ms));
-        e.0 = e.0.min(n.at_ms);
-        e.1 = e.1.max(n.at_ms);
+        let t = seen(n);
+        let e = groups.entry((n.kind.clone(), n.subject.clone())).or_insert((t, t));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
     }
     let held = |n: &Notice| {
-        newest.get(&(n.kind.clone(), n.subject.clone())).is_some_and(|(oldest, latest)| {
-            now_ms.saturating_sub(*latest) < settle_ms && now_ms.saturating_sub(*oldest) < window_ms
+        groups.get(&(n.kind.clone(), n.subject.clone())).is_some_and(|(first, latest)| {
+            now_ms.saturating_sub(*latest) < settle_ms && now_ms.saturating_sub(*first) < window_ms
         })
     };
     let changes_cut = changes.iter().position(|ns| ns.iter().any(held)).unwrap_or(changes.len());
@@ -180,7 +190,10 @@ fn settled(changes: &[Vec<Notice>], events: &[Notice], now_ms: i64, settle_ms: i
 /// Follow the drift timeline and the chain events.
 async fn follow_sources(ctx: Arc<Context>) {
     let mut cursor: Option<NotifyCursor> = None;
-    let settle_ms = i64::try_from(ctx.settings.poll_interval.as_millis()).unwrap_or(i64::MAX);
+    // When each notice past the cursor was first read (by origin).
+    let mut first_read: HashMap<String, i64> = HashMap::new();
+    // Half a poll: a notice first read at one poll is settled at the next.
+    let settle_ms = i64::try_from(ctx.settings.poll_interval.as_millis() / 2).unwrap_or(i64::MAX);
     let window_ms = i64::try_from(ctx.settings.storm_window.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(ctx.settings.poll_interval).await;
@@ -207,7 +220,14 @@ async fn follow_sources(ctx: Arc<Context>) {
         }
         let changes: Vec<Vec<Notice>> = batch.changes.iter().map(notice::from_change).collect();
         let events: Vec<Notice> = batch.events.iter().map(notice::from_event).collect();
-        let (c_cut, e_cut) = settled(&changes, &events, now_ms(), settle_ms, window_ms);
+        let now = now_ms();
+        let mut read_now: HashMap<String, i64> = HashMap::new();
+        for n in changes.iter().flatten().chain(&events) {
+            read_now.insert(n.origin.clone(), first_read.get(&n.origin).copied().unwrap_or(now));
+        }
+        first_read = read_now;
+        let seen = |n: &Notice| first_read.get(&n.origin).copied().unwrap_or(now);
+        let (c_cut, e_cut) = settled(&changes, &events, &seen, now, settle_ms, window_ms);
         if c_cut == 0 && e_cut == 0 {
             // Everything is still arriving: read it again next time.
             continue;
@@ -312,10 +332,13 @@ async fn scan_expiry(ctx: Arc<Context>) {
 /// Deliver one webhook's outbox, oldest first.
 async fn deliver(ctx: Arc<Context>, sender: Sender) {
     let name = sender.webhook().name.clone();
-    // A claim is leased for as long as its messages may take (PostgreSQL
-    // replicas do not take each other's).
-    let lease_ms =
-        i64::try_from((sender.webhook().timeout * 2 + Duration::from_secs(10)).as_millis()).unwrap_or(i64::MAX);
+    // A claim is leased for as long as all its messages may take, each
+    // up to the timeout (PostgreSQL replicas do not take each other's
+    // before; after a replica's crash, another sends its claim once the
+    // lease is over).
+    let claim = u32::try_from(CLAIM_LIMIT).unwrap_or(u32::MAX);
+    let lease = sender.webhook().timeout.saturating_mul(claim) + Duration::from_secs(10);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     loop {
         let woken = ctx.enqueued.notified();
         tokio::pin!(woken);
@@ -347,7 +370,7 @@ async fn deliver(ctx: Arc<Context>, sender: Sender) {
             match sender.send(&row.key, &row.kind, &row.body, row.attempts + 1).await {
                 Ok(()) => {
                     let at_ms = now_ms();
-                    ctx.metrics.notification_delivered(&name, at_ms.saturating_sub(row.occurred_ms));
+                    ctx.metrics.notification_delivered(&name, at_ms.saturating_sub(row.created_ms));
                     tracing::debug!(webhook = %name, key = %row.key, kind = %row.kind, "notification delivered");
                     settlements.push(Settlement::Delivered { id: row.id, at_ms });
                 }
@@ -470,6 +493,8 @@ mod tests {
     #[test]
     fn a_group_still_arriving_is_held_and_what_came_before_it_goes() {
         let now = 100_000;
+        // When each notice was first read: here its own time.
+        let seen = |n: &Notice| n.at_ms;
         // An old lone change, then a storm still arriving, then a lone event.
         let changes = vec![
             vec![n("finding.failing", "a", now - 5_000)],
@@ -479,14 +504,24 @@ mod tests {
             vec![n("finding.fixed", "c", now - 4_000)],
         ];
         let events = vec![n("chain.gap", "gap", now - 2_000)];
-        assert_eq!(settled(&changes, &events, now, 500, 60_000), (2, 1));
+        assert_eq!(settled(&changes, &events, &seen, now, 500, 60_000), (2, 1));
         // Once the storm is quiet for the settle time, everything goes.
-        assert_eq!(settled(&changes, &events, now + 500, 500, 60_000), (5, 1));
+        assert_eq!(settled(&changes, &events, &seen, now + 500, 500, 60_000), (5, 1));
         // A storm that never stops goes when its window is over.
-        assert_eq!(settled(&changes, &events, now, 500, 3_000), (5, 1));
+        assert_eq!(settled(&changes, &events, &seen, now, 500, 3_000), (5, 1));
         // A lone event waits one settle time.
         let young = vec![n("chain.fork", "fork", now - 10)];
-        assert_eq!(settled(&[], &young, now, 500, 60_000), (0, 0));
-        assert_eq!(settled(&[], &young, now + 490, 500, 60_000), (0, 1));
+        assert_eq!(settled(&[], &young, &seen, now, 500, 60_000), (0, 0));
+        assert_eq!(settled(&[], &young, &seen, now + 490, 500, 60_000), (0, 1));
+    }
+
+    #[test]
+    fn a_node_clock_far_ahead_holds_nothing() {
+        // Rows stamped years ahead (and long ago) by their nodes, first read
+        // a poll ago: their own times play no part.
+        let now = 100_000;
+        let rows = vec![vec![n("finding.failing", "a", i64::MAX / 2)], vec![n("finding.failing", "b", 5)]];
+        let seen = |_: &Notice| now - 600;
+        assert_eq!(settled(&rows, &[], &seen, now, 500, 60_000), (2, 0));
     }
 }

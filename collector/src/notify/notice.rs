@@ -233,11 +233,14 @@ pub fn from_event(e: &EventRow) -> Notice {
     }
 }
 
-/// RFC 3339 UTC with milliseconds.
+/// RFC 3339 UTC with milliseconds, always `YYYY-MM-DDTHH:MM:SS.mmmZ`: a
+/// time a node's clock put outside years 1970 to 9999 is shown at the
+/// nearer end (the event's real time is not known then anyway).
 pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
+    const LAST: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    chrono::DateTime::from_timestamp_millis(ms.clamp(0, LAST))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into())
 }
 
 /// A message for one endpoint: one notice, or a storm of one kind and

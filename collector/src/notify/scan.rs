@@ -175,6 +175,10 @@ pub fn expiry_warnings(
             });
             let Some(date) = date else { continue };
             let days_left = days_until(date, today);
+            if days_left < 0 {
+                // Reached: the check itself fails from the next report on.
+                continue;
+            }
             let prefix = format!("eol:{}:{}:{date}", f.node_id, f.check_id);
             let Some((set, threshold)) = crossed(&prefix, &warn.end_of_life_days, days_left, marks) else { continue };
             let what = observed

@@ -156,7 +156,9 @@ pub struct OutboxEntry {
 /// The notification tables of a store.
 pub trait OutboxStore {
     /// The cursor; created at the sources' current end when there is none
-    /// (a collector that starts notifying does not send its history).
+    /// (a store's first notifier does not send the history; a cursor left
+    /// by an earlier one is kept, so what happened while no notifier ran
+    /// is sent).
     fn notify_cursor(&mut self) -> Result<NotifyCursor, StoreError>;
     /// At most `limit` rows of each source past `after`, in order.
     fn notify_sources(&mut self, after: &NotifyCursor, limit: usize) -> Result<SourceBatch, StoreError>;

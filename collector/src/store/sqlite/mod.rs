@@ -1061,11 +1061,23 @@ impl Store for SqliteStore {
     fn prune_history(&mut self, before_ms: i64) -> Result<retention::PruneSummary, StoreError> {
         let doing = "applying retention to the history";
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(doing))?;
-        let changes = tx.execute("DELETE FROM finding_changes WHERE at_ms < ?1", [before_ms]).map_err(sql(doing))?;
+        // The newest row of the drift timeline and of the events always
+        // stays: SQLite gives a new row the largest id plus one, so deleting
+        // the largest would hand its id out again, behind the notifier's
+        // cursor (store::outbox). (Rows are deleted by the node's clock, not
+        // by id: the newest row can be "old".)
+        let changes = tx
+            .execute(
+                "DELETE FROM finding_changes WHERE at_ms < ?1 AND id < (SELECT max(id) FROM finding_changes)",
+                [before_ms],
+            )
+            .map_err(sql(doing))?;
         // Whole days only: the day holding the horizon keeps its standing.
         let days =
             tx.execute("DELETE FROM node_days WHERE day < ?1", [before_ms.div_euclid(DAY_MS)]).map_err(sql(doing))?;
-        let events = tx.execute("DELETE FROM events WHERE at_ms < ?1", [before_ms]).map_err(sql(doing))?;
+        let events = tx
+            .execute("DELETE FROM events WHERE at_ms < ?1 AND id < (SELECT max(id) FROM events)", [before_ms])
+            .map_err(sql(doing))?;
         tx.commit().map_err(sql(doing))?;
         Ok(retention::PruneSummary {
             finding_changes: changes as u64,

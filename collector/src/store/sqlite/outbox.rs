@@ -1,6 +1,8 @@
 //! [`OutboxStore`] on SQLite. One process writes a SQLite store, one
 //! transaction at a time, so row ids are assigned in commit order and a
-//! cursor on them never passes a row that commits later.
+//! cursor on them never passes a row that commits later. Ids are never
+//! handed out twice: retention keeps the newest row of each source (see
+//! `prune_history`), which is what SQLite numbers new rows after.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -17,21 +19,6 @@ const EVENTS: &str = "events";
 
 fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-impl SqliteStore {
-    /// The cursor's id for `source`, corrected for row-id reuse: SQLite may
-    /// give a new row the id of a deleted one when the table's newest rows
-    /// were deleted (retention emptied a quiet store's timeline). Retention
-    /// deletes oldest first, so when every id left is below the cursor,
-    /// every row left is one the notifier has not read.
-    fn source_start(&self, table: &str, cursor: i64) -> Result<i64, StoreError> {
-        let max: Option<i64> = self
-            .conn
-            .query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))
-            .map_err(sql("reading the notification sources"))?;
-        Ok(if max.unwrap_or(0) < cursor { 0 } else { cursor })
-    }
 }
 
 impl OutboxStore for SqliteStore {
@@ -61,8 +48,7 @@ impl OutboxStore for SqliteStore {
 
     fn notify_sources(&mut self, after: &NotifyCursor, limit: usize) -> Result<SourceBatch, StoreError> {
         let doing = "reading the notification sources";
-        let changes_from = self.source_start(CHANGES, after.changes.id)?;
-        let events_from = self.source_start(EVENTS, after.events.id)?;
+        let (changes_from, events_from) = (after.changes.id, after.events.id);
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -375,16 +361,18 @@ mod tests {
     }
 
     #[test]
-    fn rows_after_retention_emptied_the_timeline_are_still_read() {
+    fn retention_never_hands_an_id_out_again_behind_the_cursor() {
+        use crate::store::Store;
         let (_d, mut s) = store();
         add_change(&s, "a");
         add_change(&s, "b");
         let start = s.notify_cursor().unwrap();
-        // Retention removed every row: SQLite may hand out their ids again.
-        s.conn.execute("DELETE FROM finding_changes", []).unwrap();
+        // Every row is past the horizon (by the node's clock): the newest stays.
+        s.prune_history(1_000_000).unwrap();
         add_change(&s, "after");
         let batch = s.notify_sources(&start, 10).unwrap();
         assert_eq!(batch.changes.iter().map(|c| c.check_id.as_str()).collect::<Vec<_>>(), ["after"]);
+        assert!(batch.changes[0].position > start.changes);
     }
 
     #[test]
