@@ -132,8 +132,13 @@ impl Receiver {
         }
     }
 
+    /// In the order the requests were read (each handler thread logs when
+    /// it has answered, and the collector sends the next request as soon as
+    /// it has the answer: the log's own order can swap neighbours).
     fn messages(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
+        let mut all = self.log.lock().unwrap().clone();
+        all.sort_by_key(|m| m.at);
+        all
     }
 }
 
