@@ -91,24 +91,20 @@ impl Context {
         recent.retain(|_, q| q.back().is_some_and(|(t, _)| now.duration_since(*t) <= window));
     }
 
-    /// The groups of `notices` that are storms: with what was sent
-    /// recently, at least `storm_threshold` events.
-    fn storms(&self, notices: &[Notice], now: Instant) -> HashSet<GroupKey> {
-        notice::by_group(notices)
-            .into_iter()
+    /// The outbox messages of `notices` for every webhook: one per notice,
+    /// one per storm (a group that, with what was sent recently, has at
+    /// least `storm_threshold` events).
+    fn messages(&self, groups: &[(GroupKey, Vec<&Notice>)], now: Instant) -> Vec<OutboxMessage> {
+        let storms: HashSet<&GroupKey> = groups
+            .iter()
             .filter(|(key, g)| g.len() + self.recent_count(key, now) >= self.settings.storm_threshold)
             .map(|(key, _)| key)
-            .collect()
-    }
-
-    /// The outbox messages of `notices` for every webhook: one per notice,
-    /// one per storm group.
-    fn messages(&self, notices: &[Notice], storms: &HashSet<GroupKey>) -> Vec<OutboxMessage> {
+            .collect();
         let mut out = Vec::new();
         for hook in &self.settings.webhooks {
-            for (key, group) in notice::by_group(notices) {
-                let wanted: Vec<&Notice> = group.into_iter().filter(|n| notice::wanted(hook, n)).collect();
-                let built: Vec<Message> = if storms.contains(&key) {
+            for (key, group) in groups {
+                let wanted: Vec<&Notice> = group.iter().copied().filter(|n| notice::wanted(hook, n)).collect();
+                let built: Vec<Message> = if storms.contains(key) {
                     notice::message(&wanted).into_iter().collect()
                 } else {
                     wanted.iter().filter_map(|n| notice::message(&[*n])).collect()
@@ -130,19 +126,18 @@ impl Context {
     async fn enqueue(
         &self,
         notices: &[Notice],
-        storms: &HashSet<GroupKey>,
         cursor: Option<(NotifyCursor, NotifyCursor)>,
         marks: MarkChanges,
     ) -> Result<bool, StoreError> {
-        let messages = self.messages(notices, storms);
+        let now = Instant::now();
+        let groups = notice::by_group(notices);
+        let messages = self.messages(&groups, now);
         let per_endpoint: Vec<String> = messages.iter().map(|m| m.endpoint.clone()).collect();
         let committed = self
             .store(move |s| s.notify_commit(cursor.as_ref().map(|(from, to)| (from, to)), &marks, &messages, now_ms()))
             .await?;
         if committed {
-            let now = Instant::now();
-            let sent: Vec<(GroupKey, usize)> =
-                notice::by_group(notices).into_iter().map(|(key, g)| (key, g.len())).collect();
+            let sent: Vec<(GroupKey, usize)> = groups.iter().map(|(key, g)| (key.clone(), g.len())).collect();
             self.remember(&sent, now);
             for endpoint in per_endpoint {
                 self.metrics.notification_enqueued(&endpoint);
@@ -239,8 +234,7 @@ async fn follow_sources(ctx: Arc<Context>) {
         let mut notices: Vec<Notice> = changes.into_iter().take(c_cut).flatten().collect();
         notices.extend(events.into_iter().take(e_cut));
         notices.sort_by_key(|n| n.at_ms);
-        let storms = ctx.storms(&notices, Instant::now());
-        match ctx.enqueue(&notices, &storms, Some((from, to)), MarkChanges::default()).await {
+        match ctx.enqueue(&notices, Some((from, to)), MarkChanges::default()).await {
             Ok(true) => cursor = Some(to),
             // Another replica moved the cursor: read it again.
             Ok(false) => cursor = None,
@@ -266,8 +260,7 @@ async fn scan_stale(ctx: Arc<Context>) {
         if changes.is_empty() {
             continue;
         }
-        let storms = ctx.storms(&notices, Instant::now());
-        match ctx.enqueue(&notices, &storms, None, changes).await {
+        match ctx.enqueue(&notices, None, changes).await {
             Ok(true) => {}
             Ok(false) => tracing::debug!("notifications: another collector announced these nodes first"),
             Err(e) => tracing::error!("notifications: stale scan: {e}"),
@@ -322,8 +315,7 @@ async fn scan_expiry(ctx: Arc<Context>) {
         if changes.is_empty() {
             continue;
         }
-        let storms = ctx.storms(&notices, Instant::now());
-        if let Err(e) = ctx.enqueue(&notices, &storms, None, changes).await {
+        if let Err(e) = ctx.enqueue(&notices, None, changes).await {
             tracing::error!("notifications: expiry scan: {e}");
         }
     }

@@ -103,7 +103,7 @@ fn observed(v: Option<&str>) -> Value {
     }
 }
 
-fn node_label(node_id: &str, hostname: Option<&str>) -> String {
+pub(crate) fn node_label(node_id: &str, hostname: Option<&str>) -> String {
     match hostname {
         Some(h) if !h.is_empty() => format!("{h} ({node_id})"),
         _ => node_id.to_string(),

@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use kosmos_proto::verdict::Severity;
 use serde_json::{Value, json};
 
-use super::notice::{Notice, rfc3339};
+use super::notice::{Notice, node_label, rfc3339};
 use crate::store::NodeRecord;
 use crate::store::outbox::{END_OF_LIFE_CHECKS, MarkChanges, WatchedFinding};
 
@@ -21,10 +21,6 @@ pub const STALE: &str = "stale:";
 pub const EXPIRY_PREFIXES: [&str; 3] = ["cert:", "eol:", "waiver:"];
 
 const DAY_MS: i64 = 86_400_000;
-
-fn label(node_id: &str, hostname: &str) -> String {
-    if hostname.is_empty() { node_id.to_string() } else { format!("{hostname} ({node_id})") }
-}
 
 /// Nodes that went stale or came back since the marks were set. A node is
 /// stale when it has reported before and nothing came from it for
@@ -51,7 +47,7 @@ pub fn stale_transitions(
         }
         let silent_ms = now_ms.saturating_sub(seen);
         let stale = silent_ms > stale_after_ms;
-        let node = label(&n.id, &n.hostname);
+        let node = node_label(&n.id, Some(&n.hostname));
         let detail = json!({"last_seen_at": rfc3339(seen), "silent_for_secs": silent_ms / 1000});
         let notice = |kind: &str, severity, origin: String, summary: String| Notice {
             kind: kind.into(),
@@ -137,7 +133,7 @@ pub fn expiry_warnings(
         let days_left = (not_after * 1000 - now_ms).div_euclid(DAY_MS);
         let prefix = format!("cert:{}:{}", n.id, crate::store::judge::hex(&n.cert_sha256[..8]));
         let Some((set, threshold)) = crossed(&prefix, &warn.certificate_days, days_left, marks) else { continue };
-        let node = label(&n.id, &n.hostname);
+        let node = node_label(&n.id, Some(&n.hostname));
         notices.push(Notice {
             kind: "certificate.node_expiring".into(),
             severity: if days_left <= 7 { Severity::Critical } else { Severity::High },
@@ -163,8 +159,7 @@ pub fn expiry_warnings(
             tracing::warn!(node = %f.node_id, check = %f.check_id, "a stored finding is not JSON: no expiry warning for it");
             continue;
         };
-        let hostname = f.hostname.clone().unwrap_or_default();
-        let node = label(&f.node_id, &hostname);
+        let node = node_label(&f.node_id, f.hostname.as_deref());
         if END_OF_LIFE_CHECKS.contains(&f.check_id.as_str()) && f.status == "pass" {
             let observed = finding.get("observed");
             // The end of any security support: extended when there is one.

@@ -11,6 +11,11 @@
 
 use crate::store::StoreError;
 
+/// A row limit as SQL takes it.
+pub(crate) fn row_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// A place in one source table. SQLite: `id` only (one writer at a time,
 /// so ids are assigned in commit order). PostgreSQL: (`tx`, `id`), the
 /// writing transaction's id first, because concurrent replicas commit ids

@@ -16,15 +16,11 @@ use super::store::PgStore;
 use crate::store::StoreError;
 use crate::store::outbox::{
     Backlog, ChangeRow, EventRow, MarkChanges, NotifyCursor, OutboxEntry, OutboxMessage, OutboxRow, OutboxStore,
-    Position, Settlement, SourceBatch,
+    Position, Settlement, SourceBatch, row_limit,
 };
 
 const CHANGES: &str = "finding_changes";
 const EVENTS: &str = "events";
-
-fn limit_i64(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
 
 fn position(r: &Row) -> Result<Position, ::postgres::Error> {
     Ok(Position { tx: r.try_get(0)?, id: r.try_get(1)? })
@@ -70,7 +66,7 @@ impl OutboxStore for PgStore {
                  WHERE (c.tx > $1::text::xid8 OR (c.tx = $1::text::xid8 AND c.id > $2))
                    AND c.tx < pg_snapshot_xmin(pg_current_snapshot())
                  ORDER BY c.tx, c.id LIMIT $3",
-                &[&tx, &id, &limit_i64(limit)],
+                &[&tx, &id, &row_limit(limit)],
             )
             .map_err(pg(doing))?
             .iter()
@@ -102,7 +98,7 @@ impl OutboxStore for PgStore {
                  WHERE (e.tx > $1::text::xid8 OR (e.tx = $1::text::xid8 AND e.id > $2))
                    AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
                  ORDER BY e.tx, e.id LIMIT $3",
-                &[&tx, &id, &limit_i64(limit)],
+                &[&tx, &id, &row_limit(limit)],
             )
             .map_err(pg(doing))?
             .iter()
@@ -210,7 +206,7 @@ impl OutboxStore for PgStore {
                 "SELECT id, key, kind, body, created_ms, occurred_ms, attempts, next_ms, lease_ms
                  FROM notify_outbox WHERE endpoint = $1 AND delivered_ms IS NULL
                  ORDER BY id LIMIT $2 FOR UPDATE",
-                &[&endpoint, &limit_i64(limit)],
+                &[&endpoint, &row_limit(limit)],
             )
             .map_err(pg(doing))?;
         let due = rows.first().map(|head| -> Result<bool, ::postgres::Error> {
@@ -300,7 +296,7 @@ impl OutboxStore for PgStore {
             .query(
                 "SELECT id, endpoint, key, kind, created_ms, attempts, next_ms, last_error, delivered_ms
                  FROM notify_outbox ORDER BY id DESC LIMIT $1",
-                &[&limit_i64(limit)],
+                &[&row_limit(limit)],
             )
             .map_err(pg(doing))?;
         rows.iter()

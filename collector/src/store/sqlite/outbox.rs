@@ -10,16 +10,12 @@ use super::{SqliteStore, sql};
 use crate::store::StoreError;
 use crate::store::outbox::{
     Backlog, ChangeRow, EventRow, MarkChanges, NotifyCursor, OutboxEntry, OutboxMessage, OutboxRow, OutboxStore,
-    Position, Settlement, SourceBatch,
+    Position, Settlement, SourceBatch, row_limit,
 };
 
 /// The cursor's rows in `notify_cursor`.
 const CHANGES: &str = "finding_changes";
 const EVENTS: &str = "events";
-
-fn limit_i64(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
 
 impl OutboxStore for SqliteStore {
     fn notify_cursor(&mut self) -> Result<NotifyCursor, StoreError> {
@@ -62,7 +58,7 @@ impl OutboxStore for SqliteStore {
             )
             .map_err(sql(doing))?;
         let changes = stmt
-            .query_map(params![changes_from, limit_i64(limit)], |r| {
+            .query_map(params![changes_from, row_limit(limit)], |r| {
                 Ok(ChangeRow {
                     position: Position { tx: 0, id: r.get(0)? },
                     node_id: r.get(1)?,
@@ -93,7 +89,7 @@ impl OutboxStore for SqliteStore {
             )
             .map_err(sql(doing))?;
         let events = stmt
-            .query_map(params![events_from, limit_i64(limit)], |r| {
+            .query_map(params![events_from, row_limit(limit)], |r| {
                 Ok(EventRow {
                     position: Position { tx: 0, id: r.get(0)? },
                     node_id: r.get(1)?,
@@ -208,7 +204,7 @@ impl OutboxStore for SqliteStore {
                      RETURNING id, key, kind, body, created_ms, occurred_ms, attempts",
                 )
                 .map_err(sql(doing))?;
-            stmt.query_map(params![endpoint, now_ms.saturating_add(lease_ms), limit_i64(limit)], |r| {
+            stmt.query_map(params![endpoint, now_ms.saturating_add(lease_ms), row_limit(limit)], |r| {
                 Ok(OutboxRow {
                     id: r.get(0)?,
                     key: r.get(1)?,
@@ -281,7 +277,7 @@ impl OutboxStore for SqliteStore {
                  FROM notify_outbox ORDER BY id DESC LIMIT ?1",
             )
             .map_err(sql(doing))?;
-        stmt.query_map([limit_i64(limit)], |r| {
+        stmt.query_map([row_limit(limit)], |r| {
             Ok(OutboxEntry {
                 id: r.get(0)?,
                 endpoint: r.get(1)?,
