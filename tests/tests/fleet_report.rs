@@ -264,14 +264,29 @@ fn fleet_reports_in_every_format() {
 
 fn wait_for_snapshot(f: &Fleet) -> Value {
     let mut last = Value::Null;
-    wait_for("the dashboard snapshot to include every report", Duration::from_secs(30), || {
+    // The whole fleet: the three reports, the drift, and the node enrolled
+    // last that never reported. A snapshot rebuilt between the drifting
+    // node's second report and that enrollment has the reports but not the
+    // fourth node; the page rendered a moment later would show 4 nodes where
+    // this JSON says 3 (seen in CI on PostgreSQL).
+    wait_for("the dashboard snapshot to include every node and report", Duration::from_secs(30), || {
         let (code, _, body) = http_get(&f.collector.http_addr, "/api/report.json", None);
         if code != 200 {
             return false;
         }
         last = serde_json::from_str(&body).unwrap();
-        last["summary"]["nodes_ok"] == 3 && !last["drift"].as_array().unwrap().is_empty()
+        let s = &last["summary"];
+        s["nodes_total"] == 4
+            && s["nodes_ok"] == 3
+            && s["nodes_never_reported"] == 1
+            && !last["drift"].as_array().unwrap().is_empty()
     });
+    let silent = f.silent.node_id();
+    assert!(
+        last["nodes"].as_array().unwrap().iter().any(|n| n["id"] == silent.as_str() && n["state"] == "never_reported"),
+        "{}",
+        last["nodes"]
+    );
     last
 }
 
